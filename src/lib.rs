@@ -1,0 +1,14 @@
+//! docker-bastion: small helpers around OpenSSH `sshd` that give a client one
+//! scoped capability (a fixed command, or an allowlisted one run without a
+//! shell). Each binary in `bin/` is a thin call into one module here.
+
+pub mod broker;
+pub mod cgi;
+pub mod entrypoint;
+pub mod keys;
+pub mod wrapper;
+
+pub(crate) mod audit;
+pub(crate) mod config;
+pub(crate) mod exit;
+pub(crate) mod sys;

@@ -1,0 +1,2 @@
+//! The only place with `unsafe` or raw syscalls. Each `unsafe` block carries
+//! a `// SAFETY:` comment.

@@ -1,0 +1,1 @@
+//! Owned by the broker work; see tests/it/main.rs.

@@ -1,0 +1,1 @@
+//! Owned by the e2e work; see tests/it/main.rs.

@@ -1,0 +1,1 @@
+//! Owned by the http work; see tests/it/main.rs.

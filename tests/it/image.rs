@@ -1,0 +1,1 @@
+//! Owned by the image work; see tests/it/main.rs.

@@ -1,0 +1,1 @@
+//! Owned by the keys work; see tests/it/main.rs.

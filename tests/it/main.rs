@@ -1,0 +1,11 @@
+//! The one integration-test binary: real binaries, real peers (sshd, ssh,
+//! curl, grep, Docker). Each area owns one module.
+
+mod harness;
+
+mod broker;
+mod e2e;
+mod http;
+mod image;
+mod keys;
+mod ssh;

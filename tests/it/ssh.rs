@@ -1,0 +1,1 @@
+//! Owned by the ssh work; see tests/it/main.rs.
