@@ -136,7 +136,12 @@ pub(crate) struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(var: &str, value: Option<&str>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        var: &str,
+        value: Option<&str>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self {
             var: var.to_owned(),
             value: value.map(crate::audit::escape),
@@ -149,8 +154,16 @@ impl ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
-            Some(v) => write!(f, "config error: {}=\"{}\": {}; {}", self.var, v, self.problem, self.fix),
-            None => write!(f, "config error: {}: {}; {}", self.var, self.problem, self.fix),
+            Some(v) => write!(
+                f,
+                "config error: {}=\"{}\": {}; {}",
+                self.var, v, self.problem, self.fix
+            ),
+            None => write!(
+                f,
+                "config error: {}: {}; {}",
+                self.var, self.problem, self.fix
+            ),
         }
     }
 }
@@ -185,7 +198,15 @@ mod tests {
 
     #[test]
     fn lock_policy_rejects_garbage() {
-        for v in ["wait", "wait:", "wait:-1", "wait:1.5", "wait:99999999", "shared", "EXCLUSIVE"] {
+        for v in [
+            "wait",
+            "wait:",
+            "wait:-1",
+            "wait:1.5",
+            "wait:99999999",
+            "shared",
+            "EXCLUSIVE",
+        ] {
             assert!(LockPolicy::parse(v).is_err(), "{v}");
         }
     }
@@ -193,7 +214,10 @@ mod tests {
     #[test]
     fn config_error_names_var_value_and_fix() {
         let e = ConfigError::new("HTTP_PORT", Some("abc\n"), "is not a port", "use 1-65535");
-        assert_eq!(e.to_string(), r#"config error: HTTP_PORT="abc\n": is not a port; use 1-65535"#);
+        assert_eq!(
+            e.to_string(),
+            r#"config error: HTTP_PORT="abc\n": is not a port; use 1-65535"#
+        );
         let s = ConfigError::new("HTTP_TOKEN", None, "is empty", "set a token");
         assert!(!s.to_string().contains('='));
     }

@@ -20,7 +20,12 @@ pub(crate) fn credentials_from_env() -> Result<Option<Credentials>, Vec<ConfigEr
 
 /// Starts `bastion-cgi` (the binary at `exe`) for the entrypoint: as root, it
 /// binds `port`, reads `creds` from a pipe, then drops to the session user.
-pub(crate) fn spawn_listener(exe: &Path, runtime_file: &Path, port: u16, creds: Credentials) -> std::io::Result<Child> {
+pub(crate) fn spawn_listener(
+    exe: &Path,
+    runtime_file: &Path,
+    port: u16,
+    creds: Credentials,
+) -> std::io::Result<Child> {
     let _ = (exe, runtime_file, port, creds);
     Err(std::io::Error::other("HTTP listener not implemented"))
 }

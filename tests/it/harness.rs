@@ -38,7 +38,9 @@ pub struct TempDir {
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let base = std::env::var_os("BASTION_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let base = std::env::var_os("BASTION_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
         let path = base.join(format!(
             "bastion-it-{}-{}-{}",
             tag,
@@ -104,7 +106,8 @@ pub fn describe(cmd: &Command, out: &Output) -> String {
 /// Runs `cmd` with stdin closed and returns its output.
 pub fn output(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null());
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()))
 }
 
 /// Runs `cmd` and asserts its exit code, returning the output.
@@ -128,13 +131,18 @@ pub fn stderr(out: &Output) -> String {
 /// the binary sees.
 pub fn clean_cmd(program: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new(program);
-    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
     c
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts on 127.0.0.1:`port`.
@@ -185,7 +193,12 @@ pub const SESSION_USER: &str = "agent";
 /// `log`, keeping the client's stderr the session's own.
 pub fn ssh_via_inetd(sshd_config: &Path, log: &Path, identity: &Path) -> Command {
     let sshd = which("sshd");
-    let proxy = format!("{} -i -f {} -E {}", sshd.display(), sshd_config.display(), log.display());
+    let proxy = format!(
+        "{} -i -f {} -E {}",
+        sshd.display(),
+        sshd_config.display(),
+        log.display()
+    );
     let mut c = ssh_base(identity);
     c.arg("-o").arg(format!("ProxyCommand={proxy}"));
     c.arg(format!("{SESSION_USER}@bastion-test"));
@@ -195,7 +208,8 @@ pub fn ssh_via_inetd(sshd_config: &Path, log: &Path, identity: &Path) -> Command
 /// The `ssh` client for an sshd listening on 127.0.0.1:`port`.
 pub fn ssh_to_port(port: u16, identity: &Path) -> Command {
     let mut c = ssh_base(identity);
-    c.args(["-p", &port.to_string()]).arg(format!("{SESSION_USER}@127.0.0.1"));
+    c.args(["-p", &port.to_string()])
+        .arg(format!("{SESSION_USER}@127.0.0.1"));
     c
 }
 
@@ -203,7 +217,12 @@ fn ssh_base(identity: &Path) -> Command {
     let mut c = Command::new("ssh");
     c.args(["-F", "/dev/null", "-T"])
         .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
         .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"])
         .arg("-i")
         .arg(identity);
@@ -213,7 +232,14 @@ fn ssh_base(identity: &Path) -> Command {
 /// Full path of a program on PATH or in the sbin dirs (sshd lives there and
 /// must be started by absolute path).
 pub fn which(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"] {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ] {
         let p = Path::new(dir).join(name);
         if p.exists() {
             return p;
