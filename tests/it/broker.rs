@@ -292,6 +292,12 @@ fn bad_rules_are_skipped_logged_and_listed() {
 fn bad_prefix_is_denied() {
     let out = run_expect(broker(".*", Some("echo 'unclosed")).arg("x"), 126);
     assert!(stderr(&out).contains("COMMAND_PREFIX"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("[broker] DENY: x (COMMAND_PREFIX cannot be split"));
+    assert_eq!(stdout(&out), "");
+    run_expect(
+        broker(".*", Some("echo 'unclosed")).args(["--check", "x"]),
+        126,
+    );
 }
 
 #[test]
