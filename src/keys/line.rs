@@ -407,7 +407,7 @@ mod tests {
         let rsa = &samples()[1].1;
         let ecdsa = &samples()[2].1;
         let cases: Vec<(String, &str)> = vec![
-            (format!("{kind}"), "no key"),
+            (kind.to_string(), "no key"),
             (format!("{kind}   "), "no key"),
             (format!("{kind} !!!notbase64"), "base64"),
             (format!("{kind} {}", &b64[..b64.len() - 5]), "truncated"),
