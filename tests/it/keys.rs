@@ -110,7 +110,7 @@ impl Keys {
         let cfg = self.sshd_config();
         let log = self.tmp.join("sshd.log");
         let _ = std::fs::remove_file(&log);
-        let mut c = harness::ssh_via_inetd(&cfg, &log, identity);
+        let c = harness::ssh_via_inetd(&cfg, &log, identity);
         // Options must precede the destination that ssh_via_inetd appended.
         let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
         let mut fresh = Command::new(c.get_program());
