@@ -40,7 +40,7 @@ fn allowed_request_runs_and_exits_zero() {
 #[test]
 fn refused_requests_exit_126_and_run_nothing() {
     let (b, cfg) = broker("broker-deny");
-    let marker = b.root.join("pwned");
+    let marker = b.writable_dir().join("pwned");
     for req in [
         format!("touch {}", marker.display()),
         format!("echo hi; touch {}", marker.display()),
@@ -116,14 +116,25 @@ fn client_environment_does_not_reach_the_command() {
 
 #[test]
 fn no_pty_in_broker_mode() {
-    let (b, cfg) = broker("broker-pty");
-    let out = run_expect(b.ssh(&cfg).arg("-tt").arg("echo hi"), 0);
-    assert_eq!(stdout(&out), "hi\n");
+    // Commands run without a shell or a terminal; a client that insists on
+    // one (-t/-tt) gets the server's refusal and gives up (OpenSSH exits
+    // 255 when an explicitly requested TTY is refused).
+    let b = Bastion::new("broker-pty");
+    let marker = b.writable_dir().join("ran");
+    let req = format!("touch {}", marker.display());
+    let b = b.env("ALLOWED_COMMANDS", &req);
+    let cfg = b.prepare();
+    let out = output(b.ssh(&cfg).arg("-tt").arg(&req));
+    assert_eq!(out.status.code(), Some(255));
     assert!(
         stderr(&out).contains("PTY allocation request failed"),
         "{}",
         stderr(&out)
     );
+    assert!(!marker.exists());
+    // Without -t the same request runs.
+    run_expect(b.ssh(&cfg).arg(&req), 0);
+    assert!(marker.exists());
 }
 
 #[test]

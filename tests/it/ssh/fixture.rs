@@ -72,6 +72,17 @@ impl Bastion {
         }
     }
 
+    /// A directory the session user can write to (mode 1777), so a test
+    /// that asserts "this file was not created" could see it if it were.
+    pub fn writable_dir(&self) -> PathBuf {
+        let dir = self.root.join("writable");
+        if !dir.exists() {
+            std::fs::create_dir(&dir).unwrap();
+            harness::set_mode(&dir, 0o1777);
+        }
+        dir
+    }
+
     pub fn env(mut self, var: &str, value: &str) -> Bastion {
         self.env.push((var.to_owned(), value.to_owned()));
         self
@@ -111,15 +122,16 @@ impl Bastion {
     /// ERROR. Options may follow (ssh parses options after the host), then
     /// the remote command.
     pub fn ssh(&self, cfg: &Path) -> Command {
-        harness::ssh_via_inetd(cfg, &self.log(), &self.key)
+        self.ssh_logging(cfg, "ERROR")
     }
 
     /// Like [`ssh`](Self::ssh) but the client logs at `level` (INFO shows
-    /// the server's refusals of forwardings).
+    /// the server's refusals of forwardings). sshd's own stderr, which its
+    /// helpers (bastion-keys) inherit, goes to a file as it would go to
+    /// `docker logs`, so the client's stderr is only the session's.
     pub fn ssh_logging(&self, cfg: &Path, level: &str) -> Command {
-        let sshd = harness::which("sshd");
         let mut c = Command::new("ssh");
-        c.args(["-F", "/dev/null"])
+        c.args(["-F", "/dev/null", "-T"])
             .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
             .args([
                 "-o",
@@ -136,14 +148,21 @@ impl Bastion {
             .arg("-i")
             .arg(&self.key)
             .arg("-o")
-            .arg(format!(
-                "ProxyCommand={} -i -f {} -E {}",
-                sshd.display(),
-                cfg.display(),
-                self.log().display()
-            ))
+            .arg(self.proxy_command(cfg))
             .arg(format!("{}@bastion-test", harness::SESSION_USER));
         c
+    }
+
+    /// `ProxyCommand=...` starting `sshd -i` on `cfg` (ssh runs it through
+    /// `sh -c "exec ..."`, so the redirection applies to sshd).
+    pub fn proxy_command(&self, cfg: &Path) -> String {
+        format!(
+            "ProxyCommand={} -i -f {} -E {} 2>>{}",
+            harness::which("sshd").display(),
+            cfg.display(),
+            self.log().display(),
+            self.root.join("sshd.stderr").display()
+        )
     }
 
     /// Starts the entrypoint for real (it execs `sshd -D -e`) on a free

@@ -12,7 +12,7 @@ fn runs_the_configured_command_whatever_the_client_asks() {
         r#"echo forced; echo "req=[${SSH_ORIGINAL_COMMAND-unset}]"; env | grep -c ORIGINAL || true"#,
     );
     let cfg = b.prepare();
-    let marker = b.root.join("client-was-obeyed");
+    let marker = b.writable_dir().join("client-was-obeyed");
     let out = run_expect(
         b.ssh(&cfg)
             .arg(format!("touch {}; echo client-command", marker.display())),

@@ -198,12 +198,7 @@ fn sftp_and_scp_are_refused() {
     let b = Bastion::new("hard-sftp").force("echo forced");
     let cfg = b.prepare();
     let key = b.key.display().to_string();
-    let proxy = format!(
-        "ProxyCommand={} -i -f {} -E {}",
-        harness::which("sshd").display(),
-        cfg.display(),
-        b.log().display()
-    );
+    let proxy = b.proxy_command(&cfg);
     let common = [
         "-F",
         "/dev/null",
@@ -220,7 +215,7 @@ fn sftp_and_scp_are_refused() {
         "-o",
         &proxy,
     ];
-    let dest = b.root.join("uploaded");
+    let dest = b.writable_dir().join("uploaded");
     let src = b.root.write("upload-me", "secret payload\n");
     let out = output(
         Command::new("sftp")
