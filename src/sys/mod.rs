@@ -1,2 +1,3 @@
 //! The only place with `unsafe` or raw syscalls. Each `unsafe` block carries
 //! a `// SAFETY:` comment.
+pub(crate) mod inotify;
