@@ -80,19 +80,19 @@ fn trusted_fs(dir: &Path) -> bool {
         || [ZFS, BCACHEFS].contains(&(t.0 as u64))
 }
 
-/// The socket name for `dir`: per directory path, per user, per protocol.
-fn socket_name(dir: &Path) -> Vec<u8> {
-    let hash = sha256::digest(dir.as_os_str().as_bytes());
-    let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "bastion-keys/{PROTOCOL}/{}/{hex}",
-        nix::unistd::geteuid().as_raw()
-    )
-    .into_bytes()
+/// The identity of a directory: (st_dev, st_ino), following symlinks.
+fn dir_id(dir: &Path) -> io::Result<(u64, u64)> {
+    std::fs::metadata(dir).map(|m| (m.dev(), m.ino()))
 }
 
-fn address(dir: &Path) -> io::Result<SocketAddr> {
-    SocketAddr::from_abstract_name(socket_name(dir))
+/// The socket of the index of one directory: per directory object (not
+/// path: another directory at the path, or the same path in another
+/// container sharing the network namespace, is another index), per user,
+/// per protocol.
+fn address(id: (u64, u64)) -> io::Result<SocketAddr> {
+    let uid = nix::unistd::geteuid().as_raw();
+    let name = format!("bastion-keys/{PROTOCOL}/{uid}/{}:{}", id.0, id.1);
+    SocketAddr::from_abstract_name(name.as_bytes())
 }
 
 /// Only root and our own user may ask or answer.
@@ -154,7 +154,8 @@ pub(crate) fn query(dir: &Path, fingerprint: Option<&str>) -> Result<FileKeys, F
     if !trusted_fs(dir) {
         return Err(Fallback::quiet());
     }
-    let addr = address(dir).map_err(|_| Fallback::quiet())?;
+    let id = dir_id(dir).map_err(|_| Fallback::quiet())?;
+    let addr = address(id).map_err(|_| Fallback::quiet())?;
     let mut sock = match UnixStream::connect_addr(&addr) {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -190,8 +191,7 @@ pub(crate) fn query(dir: &Path, fingerprint: Option<&str>) -> Result<FileKeys, F
         )));
     }
     // The index must watch the directory that is at the path now.
-    let meta = std::fs::metadata(dir).map_err(|_| Fallback::quiet())?;
-    if answer.dir != (meta.dev(), meta.ino()) {
+    if answer.dir != id || dir_id(dir).ok() != Some(id) {
         return Err(Fallback::quiet());
     }
     let mut out = FileKeys {
@@ -228,6 +228,7 @@ pub(crate) fn start(dir: &Path) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .current_dir("/")
         .process_group(0)
         .spawn();
 }
@@ -235,14 +236,15 @@ pub(crate) fn start(dir: &Path) {
 /// The index process: answers until the directory goes away, the mounts
 /// change, or no one asked for `IDLE_EXIT`.
 pub(crate) fn serve(dir: &Path) -> io::Result<()> {
-    let listener = match UnixListener::bind_addr(&address(dir)?) {
+    let id = dir_id(dir)?;
+    let listener = match UnixListener::bind_addr(&address(id)?) {
         Ok(l) => l,
         // Another index already serves this directory.
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Ok(()),
         Err(e) => return Err(e),
     };
     listener.set_nonblocking(true)?;
-    let mut index = Index::start(dir.to_owned());
+    let mut index = Index::start(dir.to_owned(), id);
     if index.dir_wd < 0 {
         // No directory to watch (gone already, or unreadable): callers
         // read it themselves, and a later call starts a new index.
@@ -287,8 +289,7 @@ pub(crate) fn serve(dir: &Path) -> io::Result<()> {
         // Once a minute at most when idle: stop when no one asks any more,
         // or when the directory is gone or another one is at the path (its
         // own watch is then on the old one).
-        let here = std::fs::metadata(dir).map(|m| (m.dev(), m.ino())).ok();
-        if last_question.elapsed() > IDLE_EXIT || here != Some(index.dir_id) {
+        if last_question.elapsed() > IDLE_EXIT || dir_id(dir).ok() != Some(index.dir_id) {
             return Ok(());
         }
     }
@@ -309,10 +310,10 @@ struct Index {
 }
 
 impl Index {
-    fn start(dir: PathBuf) -> Index {
+    fn start(dir: PathBuf, id: (u64, u64)) -> Index {
         let mut ix = Index {
             dir,
-            dir_id: (0, 0),
+            dir_id: id,
             inotify: None,
             dir_wd: -1,
             entries: BTreeMap::new(),
@@ -335,7 +336,6 @@ impl Index {
         let Some(ino) = &self.inotify else {
             return;
         };
-        let before = std::fs::metadata(&self.dir).map(|m| (m.dev(), m.ino()));
         match ino.add_watch(&self.dir, DIR_EVENTS) {
             Ok(wd) => self.dir_wd = wd,
             Err(e) => {
@@ -343,15 +343,10 @@ impl Index {
                 return;
             }
         }
-        match (
-            before,
-            std::fs::metadata(&self.dir).map(|m| (m.dev(), m.ino())),
-        ) {
-            (Ok(a), Ok(b)) if a == b => self.dir_id = a,
-            _ => {
-                self.degraded = Some("the directory changed while being watched".into());
-                return;
-            }
+        // The watch must be on the directory this index is named after.
+        if dir_id(&self.dir).ok() != Some(self.dir_id) {
+            self.dir_wd = -1;
+            return;
         }
         let names = match source::list_dir(&self.dir) {
             Ok(n) => n,
@@ -466,8 +461,7 @@ impl Index {
         let fingerprint = (q != "-").then_some(q);
         // Everything that changed before the question was sent is queued now.
         let alive = self.catch_up();
-        let here = std::fs::metadata(&self.dir).map(|m| (m.dev(), m.ino()));
-        let moved = here.map_or(true, |id| id != self.dir_id);
+        let moved = dir_id(&self.dir).ok() != Some(self.dir_id);
         let mut a = Answer {
             dir: self.dir_id,
             degraded: self.degraded.clone(),
