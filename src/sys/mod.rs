@@ -2,3 +2,4 @@
 //! a `// SAFETY:` comment.
 
 pub(crate) mod fd;
+pub(crate) mod inotify;
