@@ -355,18 +355,19 @@ mod tests {
     #[test]
     fn malformed_secrets_are_refused_without_echoing_them() {
         for (scheme, s) in [
-            (Scheme::Basic, "nocolon"),
-            (Scheme::Basic, ":password"),
-            (Scheme::Basic, "user:"),
-            (Scheme::Basic, "user:pass\nword"),
-            (Scheme::Bearer, "has space"),
-            (Scheme::Bearer, "tab\there"),
-            (Scheme::Bearer, "é"),
-            (Scheme::Bearer, ""),
+            (Scheme::Basic, "nocolonSECRET"),
+            (Scheme::Basic, ":SECRET"),
+            (Scheme::Basic, "SECRET:"),
+            (Scheme::Basic, "user:SECRET\nword"),
+            (Scheme::Basic, "user:SECRET\x7f"),
+            (Scheme::Bearer, "has SECRET"),
+            (Scheme::Bearer, "tab\tSECRET"),
+            (Scheme::Bearer, "\u{e9}SECRET"),
         ] {
             let e = Credentials::new(scheme, s.as_bytes()).unwrap_err();
-            assert!(!e.contains(s) || s.is_empty(), "{e}");
+            assert!(!e.contains("SECRET"), "{e}");
         }
+        assert!(Credentials::new(Scheme::Bearer, b"").is_err());
         let long = "x".repeat(MAX_SECRET + 1);
         assert!(Credentials::new(Scheme::Bearer, long.as_bytes()).is_err());
         assert!(Credentials::new(Scheme::Bearer, &long.as_bytes()[1..]).is_ok());

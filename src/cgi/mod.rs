@@ -78,13 +78,13 @@ pub(crate) fn spawn_listener(
 /// operators and tests), it reads HTTP_BASIC_AUTH or HTTP_TOKEN (or their
 /// _FILE variants) from its environment instead.
 #[derive(Debug, Parser)]
-#[command(name = "bastion-cgi", version)]
+#[command(name = "bastion-cgi", version, args_override_self = true)]
 struct Args {
     /// Runtime file written by bastion-entrypoint (the session user and
     /// what the wrapper needs).
     #[arg(long, value_name = "PATH", default_value = RUNTIME_FILE)]
     runtime: PathBuf,
-    /// TCP port to listen on.
+    /// TCP port to listen on (0: any free port, printed at startup).
     #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
     /// Address to listen on.
@@ -187,6 +187,8 @@ fn run(args: Args) -> Result<(), BootError> {
     let addr = SocketAddr::new(args.listen, args.port);
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| BootError::Os(format!("cannot listen on {addr}: {e}")))?;
+    // With --port 0 the kernel picks the port; say which.
+    let addr = listener.local_addr().unwrap_or(addr);
 
     // Root is needed for nothing past this point.
     let account = if privilege::is_root() {

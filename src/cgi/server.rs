@@ -171,12 +171,14 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     r
 }
 
-/// `TE: trailers` (RFC 9110 10.1.4), as hyper itself reads it.
+/// `TE: trailers` (RFC 9110 10.1.4), exactly as hyper reads it: hyper
+/// sends trailers only then, and a failure must never be reported in a
+/// trailer hyper drops (the body would end cleanly).
 fn wants_trailers(req: &Request<Incoming>) -> bool {
     req.headers().get_all(header::TE).iter().any(|v| {
-        v.as_bytes().split(|&b| b == b',').any(|t| {
-            let name = t.split(|&b| b == b';').next().unwrap_or_default();
-            name.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        v.to_str().is_ok_and(|line| {
+            line.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     })
 }
