@@ -3,3 +3,5 @@
 
 pub(crate) mod fd;
 pub(crate) mod inotify;
+pub(crate) mod privilege;
+pub(crate) mod process_group;
