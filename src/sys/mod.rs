@@ -1,2 +1,4 @@
 //! The only place with `unsafe` or raw syscalls. Each `unsafe` block carries
 //! a `// SAFETY:` comment.
+
+pub(crate) mod fd;
