@@ -291,3 +291,28 @@ fn host_key_and_merged_key_files_are_used() {
     assert_eq!(out.status.code(), Some(255));
     assert_eq!(stdout(&out), "");
 }
+
+#[test]
+fn a_config_sshd_rejects_exits_78_with_its_reason() {
+    let b = Bastion::new("boot-sshd-t").force("true");
+    let template = b.root.join("usr/local/share/bastion/sshd_config.template");
+    let mut t = std::fs::read_to_string(&template).unwrap();
+    t.push_str("NoSuchDirective yes\n");
+    std::fs::write(&template, t).unwrap();
+    let out = run_expect(b.entrypoint().arg("--prepare-only"), 78);
+    assert!(stderr(&out).contains("sshd rejects"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("NoSuchDirective"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn a_missing_template_is_a_clear_failure() {
+    let b = Bastion::new("boot-notemplate").force("true");
+    std::fs::remove_file(b.root.join("usr/local/share/bastion/sshd_config.template")).unwrap();
+    let out = run_expect(b.entrypoint().arg("--prepare-only"), 1);
+    assert!(
+        stderr(&out).contains("sshd_config.template"),
+        "{}",
+        stderr(&out)
+    );
+}
