@@ -316,3 +316,35 @@ fn a_missing_template_is_a_clear_failure() {
         stderr(&out)
     );
 }
+
+#[test]
+fn http_credential_errors_are_reported_without_the_secret() {
+    let b = Bastion::without_host_keys("boot-http")
+        .force("true")
+        .env("HTTP_BASIC_AUTH", "no-colon-s3cret-value");
+    let lines = config_errors(&b);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("HTTP_BASIC_AUTH"), "{lines:?}");
+    assert!(!lines[0].contains("s3cret"), "secret printed: {lines:?}");
+
+    let missing = b.root.join("no-such-token-file");
+    let b = Bastion::without_host_keys("boot-http-file")
+        .force("true")
+        .env("HTTP_TOKEN_FILE", missing.to_str().unwrap());
+    let lines = config_errors(&b);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("HTTP_TOKEN_FILE"), "{lines:?}");
+
+    let b = Bastion::without_host_keys("boot-http-port")
+        .force("true")
+        .env("HTTP_TOKEN", "a-long-enough-token-value-0123456789")
+        .env("HTTP_PORT", "2222")
+        .env("SSH_PORT", "2222");
+    let lines = config_errors(&b);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("config error: HTTP_PORT=\"2222\""),
+        "{lines:?}"
+    );
+    assert!(!lines[0].contains("0123456789"), "{lines:?}");
+}
