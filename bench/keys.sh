@@ -98,15 +98,16 @@ EOF
   exit 1
 }
 
-mean_ms() { jq -r '.results[0].mean * 1000' "$1"; }
+# Medians: other work on the machine makes means jumpy.
+median_ms() { jq -r '.results[0].median * 1000' "$1"; }
 measure() { # name runs command...
   local name=$1 runs=$2
   shift 2
   hyperfine -N --style none --warmup 2 --runs "$runs" --export-json "$WORK/$name.json" "$@" >/dev/null 2>&1
-  mean_ms "$WORK/$name.json"
+  median_ms "$WORK/$name.json"
 }
 
-echo "== one lookup (mean ms; ratio = baseline / this)"
+echo "== one lookup (median ms; ratio = baseline / this)"
 printf '%-7s %-7s %10s %10s %10s %10s %12s %12s\n' files key index scan baseline floor base/index base/scan
 for n in 1 1000 10000; do
   make_dir "$n"
@@ -157,16 +158,16 @@ login() { # sshd-config
 }
 # The first login starts the key index that sshd's calls (as nobody) use.
 for c in keys-1 keys-10000 floor base-10000; do
-  eval "$(login "$WORK/sshd-$c")" || { echo "login with $c failed; see $WORK/sshd.log" >&2; cat "$WORK/sshd.log" >&2; exit 1; }
+  eval "$(login "$WORK/sshd-$c")" 2>/dev/null || { echo "login with $c failed; see $WORK/sshd.log" >&2; cat "$WORK/sshd.log" >&2; exit 1; }
 done
 sleep 1
 
 echo
-echo "== real ssh login (mean ms)"
-l1=$(hyperfine --style none --warmup 2 --runs "$RUNS" --export-json "$WORK/login-1.json" "$(login "$WORK/sshd-keys-1")" >/dev/null 2>&1; mean_ms "$WORK/login-1.json")
-l10k=$(hyperfine --style none --warmup 2 --runs "$RUNS" --export-json "$WORK/login-10k.json" "$(login "$WORK/sshd-keys-10000")" >/dev/null 2>&1; mean_ms "$WORK/login-10k.json")
-lb=$(hyperfine --style none --warmup 1 --runs "$RUNS" --export-json "$WORK/login-b.json" "$(login "$WORK/sshd-base-10000")" >/dev/null 2>&1; mean_ms "$WORK/login-b.json")
-lf=$(hyperfine --style none --warmup 2 --runs "$RUNS" --export-json "$WORK/login-f.json" "$(login "$WORK/sshd-floor")" >/dev/null 2>&1; mean_ms "$WORK/login-f.json")
+echo "== real ssh login (median ms)"
+l1=$(hyperfine --style none --warmup 2 --runs "$RUNS" --export-json "$WORK/login-1.json" "$(login "$WORK/sshd-keys-1")" >/dev/null 2>&1; median_ms "$WORK/login-1.json")
+l10k=$(hyperfine --style none --warmup 2 --runs "$RUNS" --export-json "$WORK/login-10k.json" "$(login "$WORK/sshd-keys-10000")" >/dev/null 2>&1; median_ms "$WORK/login-10k.json")
+lb=$(hyperfine --style none --warmup 1 --runs "$RUNS" --export-json "$WORK/login-b.json" "$(login "$WORK/sshd-base-10000")" >/dev/null 2>&1; median_ms "$WORK/login-b.json")
+lf=$(hyperfine --style none --warmup 2 --runs "$RUNS" --export-json "$WORK/login-f.json" "$(login "$WORK/sshd-floor")" >/dev/null 2>&1; median_ms "$WORK/login-f.json")
 printf '%-44s %10.1f\n' "bastion-keys, 1 file" "$l1" \
   "bastion-keys, 10,000 files" "$l10k" \
   "baseline, 10,000 files" "$lb" \

@@ -16,7 +16,7 @@
 //! instead: slower, never wrong.
 
 use super::source::{self, FileKeys, FoundKey};
-use super::{line, sha256};
+use super::line;
 use crate::sys::inotify::{self as sys, Inotify};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
