@@ -218,12 +218,12 @@ pub(crate) fn query(dir: &Path, fingerprint: Option<&str>) -> Result<FileKeys, F
 pub(crate) fn start(dir: &Path) {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
-    let Ok(exe) = std::env::current_exe() else {
+    let (Ok(exe), Ok(dir)) = (std::env::current_exe(), std::path::absolute(dir)) else {
         return;
     };
     let _ = Command::new(exe)
         .arg("--serve-index")
-        .arg(dir)
+        .arg(&dir)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
