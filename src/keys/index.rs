@@ -15,8 +15,8 @@
 //! path, a socket held by a stranger) makes the caller read every file
 //! instead: slower, never wrong.
 
-use super::source::{self, FileKeys, FoundKey};
 use super::line;
+use super::source::{self, FileKeys, FoundKey};
 use crate::sys::inotify::{self as sys, Inotify};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
