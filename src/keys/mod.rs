@@ -3,6 +3,7 @@
 //! through an option written in a `.pub` file, and never answers from a
 //! view of `users.d` older than the call.
 
+mod index;
 mod line;
 mod sha256;
 mod source;
@@ -25,8 +26,18 @@ struct Cli {
     /// Runtime file written by bastion-entrypoint.
     #[arg(long, value_name = "PATH", default_value = RUNTIME_FILE)]
     runtime: PathBuf,
+    /// Read every file of users.d; neither use nor start the key index.
+    #[arg(long)]
+    scan: bool,
+    /// Answer only from the key index; exit 1 if it cannot (diagnostics).
+    #[arg(long, conflicts_with = "scan")]
+    index_only: bool,
+    /// Run the key index of DIR (started by bastion-keys itself).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    serve_index: Option<PathBuf>,
     /// The user sshd authenticates (`%u`); only the bastion user has keys.
-    user: String,
+    #[arg(required_unless_present = "serve_index")]
+    user: Option<String>,
     /// Fingerprint of the offered key (`%f`); only that key is printed.
     fingerprint: Option<String>,
 }
@@ -46,6 +57,15 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    if let Some(dir) = &cli.serve_index {
+        return match index::serve(dir) {
+            Ok(()) => exit::code(exit::OK),
+            Err(e) => {
+                eprintln!("bastion-keys: key index for {}: {e}", dir.display());
+                exit::code(exit::FAILURE)
+            }
+        };
+    }
     let rt = match Runtime::load(&cli.runtime) {
         Ok(rt) => rt,
         Err(e) => {
@@ -53,10 +73,20 @@ pub fn main() -> ExitCode {
             return exit::code(exit::CONFIG);
         }
     };
-    if cli.user != rt.user {
+    if cli.user.as_deref() != Some(rt.user.as_str()) {
         return exit::code(exit::OK);
     }
-    let answer = lookup(&rt, cli.fingerprint.as_deref());
+    let how = if cli.scan {
+        Via::Scan
+    } else if cli.index_only {
+        Via::IndexOnly
+    } else {
+        Via::IndexOrScan
+    };
+    let Some((answer, start_index)) = lookup(&rt, cli.fingerprint.as_deref(), how) else {
+        eprintln!("bastion-keys: the key index cannot answer");
+        return exit::code(exit::FAILURE);
+    };
     let mut err = std::io::stderr().lock();
     for l in &answer.log {
         let _ = writeln!(err, "bastion-keys: {l}");
@@ -69,6 +99,11 @@ pub fn main() -> ExitCode {
     {
         return exit::code(exit::FAILURE);
     }
+    drop(out);
+    // After answering, so this login does not wait for it.
+    if start_index {
+        index::start(&rt.authorized_keys_dir);
+    }
     exit::code(exit::OK)
 }
 
@@ -79,17 +114,49 @@ pub(crate) struct Answer {
     pub(crate) log: Vec<String>,
 }
 
-/// The answer for the bastion user: merged keys first, then `users.d`.
-fn lookup(rt: &Runtime, fingerprint: Option<&str>) -> Answer {
+/// The answer for the bastion user: merged keys first, then `users.d`
+/// from the key index when one can vouch for it, else from reading every
+/// file. Also says whether to start an index for the next calls.
+fn lookup(rt: &Runtime, fingerprint: Option<&str>, how: Via) -> Option<(Answer, bool)> {
+    let dir = &rt.authorized_keys_dir;
     let mut files = vec![read_merged(&rt.merged_keys_file)];
-    match scan_dir(&rt.authorized_keys_dir) {
-        Ok(mut f) => files.append(&mut f),
+    let mut start_index = false;
+    let from_index = if how != Via::Scan {
+        match index::query(dir, fingerprint) {
+            Ok(f) => Some(f),
+            Err(_) if how == Via::IndexOnly => return None,
+            Err(fallback) => {
+                files.extend(fallback.note.map(|n| FileKeys {
+                    keys: Vec::new(),
+                    problems: vec![n],
+                }));
+                start_index = fallback.start_one;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match from_index
+        .map(|f| Ok(vec![f]))
+        .unwrap_or_else(|| scan_dir(dir))
+    {
+        Ok(f) => files.extend(f),
         Err(problem) => files.push(FileKeys {
             keys: Vec::new(),
             problems: vec![problem],
         }),
     }
-    render(&files, fingerprint, rt.pty)
+    Some((render(&files, fingerprint, rt.pty), start_index))
+}
+
+/// Where `users.d` keys come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// The index if it can vouch for its view, else reading every file.
+    IndexOrScan,
+    Scan,
+    IndexOnly,
 }
 
 fn read_merged(path: &Path) -> FileKeys {

@@ -2,3 +2,6 @@
 //! a `// SAFETY:` comment.
 
 pub(crate) mod fd;
+pub(crate) mod inotify;
+pub(crate) mod privilege;
+pub(crate) mod process_group;

@@ -1,6 +1,8 @@
 //! `bastion-keys`: the CLI against hostile `users.d` contents, and a real
 //! sshd that uses it as its AuthorizedKeysCommand (run as `nobody`).
 
+mod index;
+
 use crate::harness::{self, TempDir};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
