@@ -2,7 +2,15 @@
 //! then a shell-free exec. It must never run anything a rule does not allow,
 //! and never hand a byte of the request to a shell.
 
+mod classes;
+pub(crate) mod ere;
+mod exec;
+pub(crate) mod rules;
+
 use crate::config::{ConfigError, Runtime};
+use crate::exit;
+use clap::Parser;
+use rules::{DenyReason, Rule, RuleError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,23 +31,330 @@ impl BrokerConfig {
             command_prefix: rt.command_prefix.clone(),
         }
     }
+
+    /// No rules from the environment, the default list file, no prefix.
+    fn empty() -> Self {
+        Self {
+            allowed_commands: String::new(),
+            allowed_commands_file: PathBuf::from(crate::config::ALLOWED_COMMANDS_FILE),
+            command_prefix: String::new(),
+        }
+    }
+}
+
+/// The effective rules of one request: `ALLOWED_COMMANDS` first, then the
+/// live list file, in line order.
+struct Loaded {
+    rules: Vec<Rule>,
+    list_error: Option<rules::ListFileError>,
+}
+
+fn load(cfg: &BrokerConfig) -> Loaded {
+    let mut rules = rules::env_rules(&cfg.allowed_commands);
+    let list_error = match rules::file_rules(&cfg.allowed_commands_file) {
+        Ok(more) => {
+            rules.extend(more);
+            None
+        }
+        Err(e) => Some(e),
+    };
+    Loaded { rules, list_error }
+}
+
+/// Logs every unusable rule and an unreadable list file (they are skipped;
+/// the other rules still apply).
+fn log_problems(loaded: &Loaded) {
+    if let Some(e) = &loaded.list_error {
+        eprintln!("[broker] {e}");
+    }
+    for rule in &loaded.rules {
+        if let Err(error) = &rule.translated {
+            eprintln!("[broker] skipped: {}", RuleError { rule, error });
+        }
+    }
+}
+
+/// Audit text of a request: escaped, and cut short so a 64 KiB request
+/// does not flood the log.
+fn shown(request: &str) -> String {
+    const MAX_SHOWN: usize = 1024;
+    if request.len() <= MAX_SHOWN {
+        return crate::audit::escape(request);
+    }
+    let mut cut = MAX_SHOWN;
+    while !request.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}... ({} bytes)",
+        crate::audit::escape(&request[..cut]),
+        request.len()
+    )
+}
+
+fn deny(request: &str, reason: DenyReason) -> ExitCode {
+    eprintln!("[broker] DENY: {} ({reason})", shown(request));
+    exit::code(exit::DENIED)
+}
+
+/// The decision for one request: the index of the allowing rule.
+fn decide(cfg: &BrokerConfig, loaded: &Loaded, request: &str) -> Result<usize, DenyReason> {
+    rules::precheck(request, !cfg.command_prefix.trim().is_empty())?;
+    rules::first_match(&loaded.rules, request).ok_or(DenyReason::NoRuleMatches)
+}
+
+fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
+    shell_words::split(prefix).map_err(|e| {
+        ConfigError::new(
+            "COMMAND_PREFIX",
+            Some(prefix),
+            format!("cannot be split into words ({e})"),
+            "close every quote and do not end with a backslash",
+        )
+    })
 }
 
 /// Decides and, when allowed, execs (does not return). Otherwise returns
 /// 126 (denied) or 127 (program not found) after the audit line.
 pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {
-    let _ = (cfg, request);
-    eprintln!("[broker] DENY: not implemented");
-    crate::exit::code(crate::exit::DENIED)
+    let loaded = load(cfg);
+    log_problems(&loaded);
+    let prefix = match prefix_words(&cfg.command_prefix) {
+        Ok(p) => p,
+        Err(e) => {
+            // Validated at boot; only a hand-set environment gets here.
+            eprintln!("[broker] {e}");
+            return deny(request, DenyReason::NoRuleMatches);
+        }
+    };
+    if let Err(reason) = decide(cfg, &loaded, request) {
+        return deny(request, reason);
+    }
+    let argv = exec::argv(&prefix, request);
+    if argv.is_empty() {
+        return deny(request, DenyReason::Empty);
+    }
+    eprintln!("[broker] ALLOW: {}", shown(request));
+    let e = exec::exec(&argv);
+    eprintln!("{e}");
+    exit::code(e.exit_code())
 }
 
 /// Boot-time check of `ALLOWED_COMMANDS` and `COMMAND_PREFIX`: one error per
 /// bad rule, naming the rule and its line.
+#[allow(dead_code)] // called by the entrypoint at boot
 pub(crate) fn validate_boot(allowed_commands: &str, command_prefix: &str) -> Vec<ConfigError> {
-    let _ = (allowed_commands, command_prefix);
-    Vec::new()
+    let mut errors: Vec<ConfigError> = rules::env_rules(allowed_commands)
+        .iter()
+        .filter_map(|rule| {
+            let error = rule.translated.as_ref().err()?;
+            Some(ConfigError {
+                var: "ALLOWED_COMMANDS".into(),
+                value: None,
+                problem: RuleError { rule, error }.to_string(),
+                fix: "fix or remove that line (rules are POSIX EREs as `grep -Ex` reads them; see the README's Broker section)".into(),
+            })
+        })
+        .collect();
+    if let Err(e) = prefix_words(command_prefix) {
+        errors.push(e);
+    }
+    errors
+}
+
+/// `bastion-broker`: decide on a request and exec it, or explain rules.
+#[derive(Parser, Debug)]
+#[command(
+    name = "bastion-broker",
+    about = "Run a request only if an allowlist rule matches it, without a shell",
+    long_about = "Rules come from ALLOWED_COMMANDS, ALLOWED_COMMANDS_FILE and COMMAND_PREFIX \
+when any of them is set in the environment, otherwise from the runtime file. \
+Exit codes: 126 refused, 127 program not found, else the command's own."
+)]
+struct Cli {
+    /// Decide only, never execute: exit 0 and print the matching rule, or 126.
+    #[arg(long, conflicts_with = "list")]
+    check: bool,
+    /// Print the effective rules with their source; bad ones are flagged
+    /// (exit 78 when any is).
+    #[arg(long)]
+    list: bool,
+    /// Runtime file to read when the environment does not configure the
+    /// broker.
+    #[arg(long, value_name = "PATH")]
+    runtime: Option<PathBuf>,
+    /// The request; defaults to $SSH_ORIGINAL_COMMAND.
+    #[arg(conflicts_with = "list")]
+    request: Option<std::ffi::OsString>,
+}
+
+const ENV_VARS: [&str; 3] = [
+    "ALLOWED_COMMANDS",
+    "ALLOWED_COMMANDS_FILE",
+    "COMMAND_PREFIX",
+];
+
+/// The environment when any of its variables is set, else the runtime file
+/// (none at all: no rules, the default list file).
+fn config_from(runtime: Option<PathBuf>) -> Result<BrokerConfig, String> {
+    if ENV_VARS.iter().any(|v| std::env::var_os(v).is_some()) {
+        let mut cfg = BrokerConfig::empty();
+        let get = |var: &str| -> Result<Option<String>, String> {
+            crate::config::env_var(var).map_err(|e| e.to_string())
+        };
+        if let Some(v) = get("ALLOWED_COMMANDS")? {
+            cfg.allowed_commands = v;
+        }
+        if let Some(v) = std::env::var_os("ALLOWED_COMMANDS_FILE").filter(|v| !v.is_empty()) {
+            cfg.allowed_commands_file = PathBuf::from(v);
+        }
+        if let Some(v) = get("COMMAND_PREFIX")? {
+            cfg.command_prefix = v;
+        }
+        return Ok(cfg);
+    }
+    let path = runtime.unwrap_or_else(|| PathBuf::from(crate::config::RUNTIME_FILE));
+    match Runtime::load(&path) {
+        Ok(rt) => Ok(BrokerConfig::from_runtime(&rt)),
+        Err(_) if !path.exists() => Ok(BrokerConfig::empty()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub fn main() -> ExitCode {
-    crate::exit::code(crate::exit::DENIED)
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return exit::code(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    let cfg = match config_from(cli.runtime) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("[broker] {e}");
+            return exit::code(exit::CONFIG);
+        }
+    };
+    if cli.list {
+        return list(&cfg);
+    }
+    let raw = cli
+        .request
+        .or_else(|| std::env::var_os("SSH_ORIGINAL_COMMAND"))
+        .unwrap_or_default();
+    let request = match raw.into_string() {
+        Ok(r) => r,
+        Err(raw) => {
+            eprintln!(
+                "[broker] DENY: {} (request is not valid UTF-8)",
+                crate::audit::escape_bytes(raw.as_encoded_bytes())
+            );
+            return exit::code(exit::DENIED);
+        }
+    };
+    if cli.check {
+        return check(&cfg, &request);
+    }
+    run(&cfg, &request)
+}
+
+fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
+    let loaded = load(cfg);
+    log_problems(&loaded);
+    match decide(cfg, &loaded, request) {
+        Ok(i) => {
+            let rule = &loaded.rules[i];
+            println!(
+                "allowed by rule \"{}\" ({})",
+                rules::show_rule(&rule.text),
+                rule.source
+            );
+            exit::code(exit::OK)
+        }
+        Err(reason) => deny(request, reason),
+    }
+}
+
+fn list(cfg: &BrokerConfig) -> ExitCode {
+    let loaded = load(cfg);
+    let mut bad = false;
+    if let Err(e) = prefix_words(&cfg.command_prefix) {
+        println!("BAD  {e}");
+        bad = true;
+    }
+    if let Some(e) = &loaded.list_error {
+        println!("BAD  {e}");
+        bad = true;
+    }
+    for rule in &loaded.rules {
+        match &rule.translated {
+            Ok(_) => println!("ok   {}: {}", rule.source, rules::show_rule(&rule.text)),
+            Err(error) => {
+                bad = true;
+                println!(
+                    "BAD  {}: {}: {error}",
+                    rule.source,
+                    rules::show_rule(&rule.text)
+                );
+            }
+        }
+    }
+    if loaded.rules.is_empty() {
+        println!("(no rules: every request is refused)");
+    }
+    exit::code(if bad { exit::CONFIG } else { exit::OK })
+}
+
+/// Entry points for the differential tests and the fuzz targets, so they
+/// exercise exactly the code a request goes through. Not a stable API.
+#[doc(hidden)]
+pub mod probe {
+    /// The `regex` pattern a rule translates to, or why it is refused.
+    pub fn translate(rule: &str) -> Result<String, String> {
+        super::ere::translate(rule)
+            .map(|t| t.pattern)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether `rule` (one line, untrimmed, as `grep -e` gets it) matches
+    /// each request over the whole line, through the same decision the
+    /// broker makes (literal shortcuts, then the compiled pattern).
+    pub fn matches(rule: &str, requests: &[&str]) -> Result<Vec<bool>, String> {
+        let translated = super::ere::translate(rule).map_err(|e| e.to_string())?;
+        let rules = [super::rules::Rule {
+            text: rule.to_owned(),
+            source: super::rules::Source::Env { line: 1 },
+            translated: Ok(translated),
+        }];
+        Ok(requests
+            .iter()
+            .map(|r| super::rules::first_match(&rules, r).is_some())
+            .collect())
+    }
+
+    /// The code-point ranges of a POSIX class as the broker reads it.
+    pub fn class_table(name: &str) -> Option<Vec<(u32, u32)>> {
+        super::classes::by_name(name).map(<[_]>::to_vec)
+    }
+
+    /// The full decision for `ALLOWED_COMMANDS`-style text: the 0-based
+    /// index (among usable rules' lines) of the allowing rule, or the
+    /// refusal reason.
+    pub fn decide(allowed_commands: &str, request: &str, prefix: &str) -> Result<usize, String> {
+        let cfg = super::BrokerConfig {
+            allowed_commands: allowed_commands.to_owned(),
+            allowed_commands_file: std::path::PathBuf::new(),
+            command_prefix: prefix.to_owned(),
+        };
+        let loaded = super::Loaded {
+            rules: super::rules::env_rules(allowed_commands),
+            list_error: None,
+        };
+        super::decide(&cfg, &loaded, request).map_err(|r| r.to_string())
+    }
 }

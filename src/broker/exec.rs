@@ -1,0 +1,137 @@
+//! The shell-free exec of an allowed request: argv is the prefix's words
+//! plus the request split on spaces and tabs, run by `execvp` on the fixed
+//! safe PATH with an explicit environment. Never a shell, never a glob.
+
+use std::fmt;
+use std::os::unix::process::CommandExt as _;
+use std::process::Command;
+
+/// Variables passed from the broker's own environment to the command (all
+/// others are dropped; PATH is always `config::SAFE_PATH`). The request is
+/// passed as argv only: `SSH_ORIGINAL_COMMAND` never reaches the command,
+/// so a script cannot be tricked into re-parsing it.
+pub(crate) const PASSED_ENV: &[&str] = &[
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+    "TZ",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "LC_COLLATE",
+    "SSH_CONNECTION",
+    "SSH_CLIENT",
+    "SSH_TTY",
+];
+
+/// `shell_words(prefix) ++ request split on spaces and tabs` (empty fields
+/// dropped; no quoting, globbing or expansion of the request).
+pub(crate) fn argv(prefix_words: &[String], request: &str) -> Vec<String> {
+    prefix_words
+        .iter()
+        .cloned()
+        .chain(
+            request
+                .split([' ', '\t'])
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned),
+        )
+        .collect()
+}
+
+/// The exec did not happen.
+#[derive(Debug)]
+pub(crate) enum ExecError {
+    NotFound { program: String },
+    NotExecutable { program: String, problem: String },
+    Other { program: String, problem: String },
+}
+
+impl ExecError {
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            ExecError::NotFound { .. } => crate::exit::NOT_FOUND,
+            ExecError::NotExecutable { .. } => crate::exit::DENIED,
+            ExecError::Other { .. } => crate::exit::FAILURE,
+        }
+    }
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecError::NotFound { program } => write!(
+                f,
+                "[broker] command not found: \"{}\" is not on PATH {}",
+                crate::audit::escape(program),
+                crate::config::SAFE_PATH
+            ),
+            ExecError::NotExecutable { program, problem } => write!(
+                f,
+                "[broker] cannot execute \"{}\": {problem}",
+                crate::audit::escape(program)
+            ),
+            ExecError::Other { program, problem } => write!(
+                f,
+                "[broker] cannot run \"{}\": {problem}",
+                crate::audit::escape(program)
+            ),
+        }
+    }
+}
+
+/// Replaces the process with `argv`. Returns only on failure.
+pub(crate) fn exec(argv: &[String]) -> ExecError {
+    let Some((program, args)) = argv.split_first() else {
+        return ExecError::Other {
+            program: String::new(),
+            problem: "empty command".into(),
+        };
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", crate::config::SAFE_PATH);
+    for name in PASSED_ENV {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    let e = cmd.exec();
+    let program = program.clone();
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ExecError::NotFound { program },
+        std::io::ErrorKind::PermissionDenied => ExecError::NotExecutable {
+            program,
+            problem: e.to_string(),
+        },
+        _ if e.raw_os_error() == Some(nix::libc::ENOEXEC) => ExecError::NotExecutable {
+            program,
+            problem: e.to_string(),
+        },
+        _ => ExecError::Other {
+            program,
+            problem: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_splits_on_blanks_only() {
+        let p = vec!["printf".to_string(), "<%s>\\n".to_string()];
+        assert_eq!(
+            argv(&p, "  a\t'b c'  $(x) ;|&  "),
+            vec!["printf", "<%s>\\n", "a", "'b", "c'", "$(x)", ";|&"]
+        );
+        assert_eq!(argv(&[], ""), Vec::<String>::new());
+    }
+}

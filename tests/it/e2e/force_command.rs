@@ -1,0 +1,134 @@
+//! Force-command mode in a container: an interactive `docker exec -it` into
+//! a sibling over `ssh -tt`, and a deploy-style command over HTTP Bearer.
+
+use super::docker::{client_key, curl, require, show, ssh, Container, Network};
+use crate::harness::TempDir;
+
+const SOCKET: &str = "/var/run/docker.sock:/var/run/docker.sock";
+
+#[test]
+fn docker_exec_it_into_a_sibling_over_ssh_tt() {
+    let image = require();
+    let tmp = TempDir::new("e2e-force");
+    let (key, line) = client_key(&tmp, "alice");
+    tmp.write("users.d/alice.pub", &line);
+    let net = Network::new("force");
+    let sibling = Container::sibling(&net, &image);
+    let force = format!("docker exec -it {} sh", sibling.name);
+    let users = format!("{}:/etc/bastion/users.d:ro", tmp.join("users.d").display());
+    let bastion = Container::run(
+        &net,
+        "bastion",
+        &[
+            "-p",
+            "127.0.0.1::22",
+            "-v",
+            SOCKET,
+            "-v",
+            &users,
+            "-e",
+            &format!("FORCE_COMMAND={force}"),
+            &image,
+        ],
+    );
+    let port = bastion.wait_ssh();
+
+    // The client's own request is ignored: the session is the sibling's sh,
+    // on a terminal.
+    let out = ssh(
+        port,
+        &key,
+        true,
+        &["echo", "IGNORED-REQUEST"],
+        b"echo marker-$((6*7)); tty; cat /etc/hostname; exit\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(text.contains("marker-42"), "{}", show(&out));
+    assert!(
+        text.contains("/dev/pts/"),
+        "no terminal in the sibling\n{}",
+        show(&out)
+    );
+    let hostname = sibling.exec_ok(&["cat", "/etc/hostname"]);
+    assert!(
+        text.contains(&hostname),
+        "not the sibling's shell\n{}",
+        show(&out)
+    );
+    assert!(!text.contains("IGNORED-REQUEST"), "{}", show(&out));
+}
+
+#[test]
+fn deploy_command_over_http_with_a_bearer_token() {
+    let image = require();
+    let net = Network::new("deploy");
+    let sibling = Container::sibling(&net, &image);
+    // A deploy step with shell syntax, as operators write them.
+    let force = format!(
+        "echo deploying; docker exec {s} sh -c 'echo v2 > /tmp/deployed' && echo deployed-$(docker exec {s} cat /tmp/deployed)",
+        s = sibling.name
+    );
+    let bastion = Container::run(
+        &net,
+        "bastion",
+        &[
+            "-p",
+            "127.0.0.1::22",
+            "-p",
+            "127.0.0.1::8080",
+            "-v",
+            SOCKET,
+            "-e",
+            &format!("FORCE_COMMAND={force}"),
+            "-e",
+            "HTTP_TOKEN=e2e-token-0123456789",
+            &image,
+        ],
+    );
+    let port = bastion.wait_http();
+
+    // Wrong or missing credentials: 401 with a challenge, nothing runs.
+    for auth in [
+        vec![],
+        vec!["-H", "Authorization: Bearer e2e-token-012345678"],
+        vec!["-H", "Authorization: Bearer e2e-token-0123456789x"],
+        vec!["-u", "agent:e2e-token-0123456789"],
+    ] {
+        let r = curl(port, "/cgi-bin/run", &auth);
+        assert_eq!(r.status, 401, "{auth:?}: {r:?}");
+        assert!(
+            r.headers.to_ascii_lowercase().contains("www-authenticate:"),
+            "{r:?}"
+        );
+        assert!(!r.body.contains("deploying"), "{r:?}");
+    }
+    let absent = sibling.exec(&["test", "-e", "/tmp/deployed"]);
+    assert_eq!(
+        absent.status.code(),
+        Some(1),
+        "a refused request ran the deploy"
+    );
+
+    // X-Bastion-Command is ignored in force-command mode.
+    let r = curl(
+        port,
+        "/cgi-bin/run",
+        &[
+            "-H",
+            "Authorization: Bearer e2e-token-0123456789",
+            "-H",
+            "X-Bastion-Command: rm -rf /",
+            "-X",
+            "POST",
+        ],
+    );
+    assert_eq!((r.status, r.curl), (200, 0), "{r:?}");
+    assert!(r.body.contains("deploying\n"), "{r:?}");
+    assert!(r.body.contains("deployed-v2"), "{r:?}");
+    assert!(
+        r.headers.to_ascii_lowercase().contains("text/plain"),
+        "{r:?}"
+    );
+    assert_eq!(sibling.exec_ok(&["cat", "/tmp/deployed"]), "v2");
+}
