@@ -95,7 +95,12 @@ fn prefix_and_rules_over_ssh_and_http() {
         &["-H", &auth, "-H", "X-Bastion-Command: cat /etc/hostname"],
     );
     assert_eq!((r.status, r.curl), (200, 0), "{r:?}");
-    assert_eq!(r.body.trim(), hostname, "{r:?}");
+    // stdout and stderr merged: the ALLOW line, then the sibling's output.
+    assert_eq!(
+        r.body,
+        format!("[broker] ALLOW: cat /etc/hostname\n{hostname}\n"),
+        "{r:?}"
+    );
 
     // ...refused shows the DENY line and no clean end, so strict clients
     // (curl exits 18) see the failure; with `TE: trailers` the exit code.

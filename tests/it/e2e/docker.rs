@@ -275,7 +275,7 @@ impl Container {
         self.inspect("{{.State.ExitCode}}").parse().unwrap()
     }
 
-    /// Processes of the container from /proc: (pid, ppid, state, comm, uid).
+    /// Processes of the container, read from /proc.
     pub fn processes(&self) -> Vec<Proc> {
         let out = self.exec_ok(&[
             "sh",
@@ -302,6 +302,8 @@ impl Drop for Container {
 pub struct Proc {
     pub pid: u32,
     pub ppid: u32,
+    /// Process group: `tini -g` signals the whole group of its child.
+    pub pgrp: u32,
     pub state: char,
     pub comm: String,
     pub uid: u32,
@@ -318,6 +320,7 @@ impl Proc {
             comm: stat[open + 1..close].to_owned(),
             state: rest.next()?.chars().next()?,
             ppid: rest.next()?.parse().ok()?,
+            pgrp: rest.next()?.parse().ok()?,
             uid: uid.parse().ok()?,
         })
     }
@@ -337,7 +340,9 @@ pub fn banner(port: u16) -> Option<String> {
 /// A client key pair in `dir`: (private key path, public key line).
 pub fn client_key(dir: &TempDir, name: &str) -> (PathBuf, String) {
     let p = dir.join(format!("{name}-key"));
-    let line = crate::harness::keygen(&p, &format!("{name}@e2e"));
+    // The comment does not carry the name: logs must name the identity
+    // from the users.d file name alone.
+    let line = crate::harness::keygen(&p, "e2e-client");
     (p, line)
 }
 

@@ -225,7 +225,17 @@ fn healthy_then_docker_stop_ends_cleanly_without_zombies() {
             .any(|p| p.ppid == 1 && p.comm == "sshd" && p.uid == 0),
         "sshd is not tini's child: {procs:?}"
     );
+    let sshd = procs
+        .iter()
+        .find(|p| p.ppid == 1 && p.comm == "sshd")
+        .unwrap();
     let listener: Vec<&Proc> = procs.iter().filter(|p| p.comm == "bastion-cgi").collect();
+    // tini -g signals the process group of its child, which sshd leads: the
+    // listener must be in it, or `docker stop` would not reach it.
+    assert!(
+        listener.iter().all(|p| p.pgrp == sshd.pid) && sshd.pgrp == sshd.pid,
+        "the HTTP listener is outside the group tini signals: {procs:?}"
+    );
     assert!(!listener.is_empty(), "no HTTP listener: {procs:?}");
     assert!(
         listener.iter().all(|p| p.uid == 1000),
@@ -247,6 +257,8 @@ fn healthy_then_docker_stop_ends_cleanly_without_zombies() {
         "killed after the grace period\n{}",
         bastion.logs()
     );
+    // sshd handles SIGTERM by exiting 0, and tini passes its status on.
+    assert_eq!(code, 0, "not a clean stop\n{}", bastion.logs());
     assert_eq!(bastion.inspect("{{.State.OOMKilled}}"), "false");
     let logs = bastion.logs();
     assert!(
