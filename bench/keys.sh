@@ -11,8 +11,10 @@
 #      10,000 files with the baseline, and the floor: sshd reading one
 #      static authorized_keys file.
 #
-# Needs root (sshd, AuthorizedKeysCommandUser nobody), hyperfine, jq,
-# busybox, OpenSSH. Bounded: a few hundred runs, about two minutes.
+# Runs are interleaved (each round runs every command once, shuffled) and
+# medians reported, so load from elsewhere on the machine hits all sides.
+# Needs root (sshd, AuthorizedKeysCommandUser nobody), python3, jq,
+# busybox, OpenSSH. Bounded: RUNS rounds, a few minutes.
 # Usage: bench/keys.sh [RUNS]     (RUNS per measurement, default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,26 +100,48 @@ EOF
   exit 1
 }
 
-mean_ms() { jq -r '.results[0].mean * 1000' "$1"; }
-measure() { # name runs command...
-  local name=$1 runs=$2
-  shift 2
-  hyperfine -N --style none --warmup 2 --runs "$runs" --export-json "$WORK/$name.json" "$@" >/dev/null 2>&1
-  mean_ms "$WORK/$name.json"
+# Runs every command of a group once per round, in a shuffled order, for
+# RUNS rounds (after one warm-up round), and prints "name median_ms" per
+# command: interleaving keeps drifting load from the rest of the machine
+# out of the ratios. Arguments: name=command pairs (run with sh -c).
+interleave() {
+  python3 - "$RUNS" "$@" <<'PY'
+import random, statistics, subprocess, sys, time
+runs = int(sys.argv[1])
+cmds = [a.split("=", 1) for a in sys.argv[2:]]
+times = {n: [] for n, _ in cmds}
+for r in range(runs + 1):
+    order = cmds[:]
+    random.shuffle(order)
+    for name, cmd in order:
+        t = time.perf_counter_ns()
+        subprocess.run(["sh", "-c", cmd], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if r:
+            times[name].append((time.perf_counter_ns() - t) / 1e6)
+for n, _ in cmds:
+    print(n, round(statistics.median(times[n]), 3))
+PY
 }
+get() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
 
-echo "== one lookup (mean ms; ratio = baseline / this)"
+echo "== one lookup as sshd makes it (median ms; ratio = baseline / this)"
 printf '%-7s %-7s %10s %10s %10s %10s %12s %12s\n' files key index scan baseline floor base/index base/scan
 for n in 1 1000 10000; do
   make_dir "$n"
   rt=$WORK/runtime-$n.json
-  floor=$(measure "floor-$n" "$RUNS" /bin/true)
-  base=$(measure "base-$n" "$RUNS" "env PATH=$BB_PATH AUTHORIZED_KEYS_DIR=$WORK/users-$n sh $BASELINE")
+  interleave \
+    "floor=/bin/true" \
+    "base=env PATH=$BB_PATH AUTHORIZED_KEYS_DIR=$WORK/users-$n sh $BASELINE" \
+    "index-present=$BIN --runtime $rt agent $PRESENT_FP" \
+    "index-absent=$BIN --runtime $rt agent $ABSENT_FP" \
+    "scan-present=$BIN --runtime $rt --scan agent $PRESENT_FP" \
+    "scan-absent=$BIN --runtime $rt --scan agent $ABSENT_FP" > "$WORK/lookup-$n"
+  floor=$(get floor "$WORK/lookup-$n")
+  base=$(get base "$WORK/lookup-$n")
   for key in present absent; do
-    fp=$PRESENT_FP
-    [ "$key" = absent ] && fp=$ABSENT_FP
-    idx=$(measure "index-$n-$key" "$RUNS" "$BIN --runtime $rt agent $fp")
-    scan=$(measure "scan-$n-$key" "$RUNS" "$BIN --runtime $rt --scan agent $fp")
+    idx=$(get "index-$key" "$WORK/lookup-$n")
+    scan=$(get "scan-$key" "$WORK/lookup-$n")
     printf '%-7s %-7s %10.2f %10.2f %10.2f %10.2f %11.1fx %11.1fx\n' "$n" "$key" \
       "$idx" "$scan" "$base" "$floor" "$(jq -n "$base/$idx")" "$(jq -n "$base/$scan")"
   done
@@ -157,16 +181,21 @@ login() { # sshd-config
 }
 # The first login starts the key index that sshd's calls (as nobody) use.
 for c in keys-1 keys-10000 floor base-10000; do
-  eval "$(login "$WORK/sshd-$c")" || { echo "login with $c failed; see $WORK/sshd.log" >&2; cat "$WORK/sshd.log" >&2; exit 1; }
+  eval "$(login "$WORK/sshd-$c")" 2>/dev/null || { echo "login with $c failed; see $WORK/sshd.log" >&2; cat "$WORK/sshd.log" >&2; exit 1; }
 done
 sleep 1
 
 echo
-echo "== real ssh login (mean ms)"
-l1=$(hyperfine --style none --warmup 2 --runs "$RUNS" --export-json "$WORK/login-1.json" "$(login "$WORK/sshd-keys-1")" >/dev/null 2>&1; mean_ms "$WORK/login-1.json")
-l10k=$(hyperfine --style none --warmup 2 --runs "$RUNS" --export-json "$WORK/login-10k.json" "$(login "$WORK/sshd-keys-10000")" >/dev/null 2>&1; mean_ms "$WORK/login-10k.json")
-lb=$(hyperfine --style none --warmup 1 --runs "$RUNS" --export-json "$WORK/login-b.json" "$(login "$WORK/sshd-base-10000")" >/dev/null 2>&1; mean_ms "$WORK/login-b.json")
-lf=$(hyperfine --style none --warmup 2 --runs "$RUNS" --export-json "$WORK/login-f.json" "$(login "$WORK/sshd-floor")" >/dev/null 2>&1; mean_ms "$WORK/login-f.json")
+echo "== real ssh login (median ms)"
+interleave \
+  "keys-1=$(login "$WORK/sshd-keys-1")" \
+  "keys-10000=$(login "$WORK/sshd-keys-10000")" \
+  "base-10000=$(login "$WORK/sshd-base-10000")" \
+  "floor=$(login "$WORK/sshd-floor")" > "$WORK/login"
+l1=$(get keys-1 "$WORK/login")
+l10k=$(get keys-10000 "$WORK/login")
+lb=$(get base-10000 "$WORK/login")
+lf=$(get floor "$WORK/login")
 printf '%-44s %10.1f\n' "bastion-keys, 1 file" "$l1" \
   "bastion-keys, 10,000 files" "$l10k" \
   "baseline, 10,000 files" "$lb" \

@@ -357,6 +357,11 @@ impl Parser<'_> {
         }
         let mut ranges: Vec<(u32, u32)> = Vec::new();
         let mut first = true;
+        // grep refuses `[:alpha:]` written without the outer brackets: a
+        // bracket of single characters that starts and ends with `:` (bit 1:
+        // starts with `:`, 2: last element is `:`, 4: some other character,
+        // 8: a class or a range, which lifts the refusal).
+        let mut colon_state = u8::from(self.peek() == Some(':'));
         loop {
             let elem_start = self.pos;
             let Some(c) = self.bump() else {
@@ -366,6 +371,7 @@ impl Parser<'_> {
                 break;
             }
             first = false;
+            colon_state &= !2;
             // One element: a class, or a single character (maybe a range start).
             let lo = if c == '[' && matches!(self.peek(), Some(':' | '.' | '=')) {
                 let kind = self.bump().unwrap_or(':');
@@ -390,6 +396,7 @@ impl Parser<'_> {
                 };
                 self.pos += end + 2;
                 ranges.extend_from_slice(table);
+                colon_state |= 8;
                 if self.peek() == Some('-') && !matches!(self.peek2(), Some(']') | None) {
                     return Err(
                         self.err("a character class cannot start a range (grep refuses it)")
@@ -422,6 +429,7 @@ impl Parser<'_> {
                     ));
                 }
                 ranges.push((lo as u32, hi as u32));
+                colon_state |= 8;
                 if self.peek() == Some('-') && !matches!(self.peek2(), Some(']') | None) {
                     return Err(self.err(
                         "`-` right after a range is ambiguous (grep refuses it); put `-` first or last",
@@ -429,7 +437,14 @@ impl Parser<'_> {
                 }
             } else {
                 ranges.push((lo as u32, lo as u32));
+                colon_state |= if lo == ':' { 2 } else { 4 };
             }
+        }
+        if colon_state == 7 {
+            return Err(self.err_at(
+                start,
+                "character class syntax is [[:space:]], not [:space:] (grep refuses it)",
+            ));
         }
         Ok(Node::Class { ranges, negated })
     }
@@ -620,6 +635,9 @@ mod tests {
             "(+)",
             "\\1",
             "(a)\\1",
+            "[:alpha:]",
+            "[^:a:]",
+            "x[:graph:]É]",
         ] {
             assert!(translate(r).is_err(), "{r:?} accepted");
         }

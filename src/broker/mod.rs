@@ -184,7 +184,7 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     runtime: Option<PathBuf>,
     /// The request; defaults to $SSH_ORIGINAL_COMMAND.
-    #[arg(conflicts_with = "list", allow_hyphen_values = true)]
+    #[arg(conflicts_with = "list")]
     request: Option<std::ffi::OsString>,
 }
 
@@ -308,4 +308,53 @@ fn list(cfg: &BrokerConfig) -> ExitCode {
         println!("(no rules: every request is refused)");
     }
     exit::code(if bad { exit::CONFIG } else { exit::OK })
+}
+
+/// Entry points for the differential tests and the fuzz targets, so they
+/// exercise exactly the code a request goes through. Not a stable API.
+#[doc(hidden)]
+pub mod probe {
+    /// The `regex` pattern a rule translates to, or why it is refused.
+    pub fn translate(rule: &str) -> Result<String, String> {
+        super::ere::translate(rule)
+            .map(|t| t.pattern)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether `rule` (one line, untrimmed, as `grep -e` gets it) matches
+    /// each request over the whole line, through the same decision the
+    /// broker makes (literal shortcuts, then the compiled pattern).
+    pub fn matches(rule: &str, requests: &[&str]) -> Result<Vec<bool>, String> {
+        let translated = super::ere::translate(rule).map_err(|e| e.to_string())?;
+        let rules = [super::rules::Rule {
+            text: rule.to_owned(),
+            source: super::rules::Source::Env { line: 1 },
+            translated: Ok(translated),
+        }];
+        Ok(requests
+            .iter()
+            .map(|r| super::rules::first_match(&rules, r).is_some())
+            .collect())
+    }
+
+    /// The code-point ranges of a POSIX class as the broker reads it.
+    pub fn class_table(name: &str) -> Option<Vec<(u32, u32)>> {
+        super::classes::by_name(name).map(<[_]>::to_vec)
+    }
+
+    /// The full decision for `ALLOWED_COMMANDS`-style text: the 0-based
+    /// index (among usable rules' lines) of the allowing rule, or the
+    /// refusal reason.
+    pub fn decide(allowed_commands: &str, request: &str, prefix: &str) -> Result<usize, String> {
+        let cfg = super::BrokerConfig {
+            allowed_commands: allowed_commands.to_owned(),
+            allowed_commands_file: std::path::PathBuf::new(),
+            command_prefix: prefix.to_owned(),
+        };
+        let loaded = super::Loaded {
+            rules: super::rules::env_rules(allowed_commands),
+            list_error: None,
+        };
+        super::decide(&cfg, &loaded, request).map_err(|r| r.to_string())
+    }
 }

@@ -135,7 +135,13 @@ pub(crate) fn file_rules(path: &Path) -> Result<Vec<Rule>, ListFileError> {
         path: path.to_owned(),
         problem,
     };
-    let file = match std::fs::File::open(path) {
+    // Non-blocking, so a FIFO planted as the list cannot hang a session.
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(err(e.to_string())),

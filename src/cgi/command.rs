@@ -99,6 +99,15 @@ impl Launcher {
     }
 }
 
+/// Why the output stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The client went away: nobody to answer.
+    ClientGone,
+    /// The listener is stopping: the client is told the command failed.
+    Shutdown,
+}
+
 /// Streams the output, reaps the wrapper, kills what is left of its
 /// group, ends the body according to the exit status and logs the request.
 async fn supervise(
@@ -115,38 +124,38 @@ async fn supervise(
         permit,
         ..
     } = job;
-    let mut client_here = pump(&mut pipe, &tx, &mut shutdown).await;
+    let mut stop = pump(&mut pipe, &tx, &mut shutdown).await;
     drop(pipe);
-    if !client_here {
+    if stop.is_some() {
         let _ = process_group::kill_group(pgid);
     }
-    let status = tokio::select! {
-        s = child.wait() => s,
-        _ = tx.closed(), if client_here => {
-            client_here = false;
-            let _ = process_group::kill_group(pgid);
-            child.wait().await
-        }
-        _ = shutdown.changed(), if client_here => {
-            client_here = false;
-            let _ = process_group::kill_group(pgid);
-            child.wait().await
-        }
+    let status = match stop {
+        Some(_) => child.wait().await,
+        None => tokio::select! {
+            s = child.wait() => s,
+            _ = tx.closed() => {
+                stop = Some(Stop::ClientGone);
+                let _ = process_group::kill_group(pgid);
+                child.wait().await
+            }
+            _ = shutdown.changed() => {
+                stop = Some(Stop::Shutdown);
+                let _ = process_group::kill_group(pgid);
+                child.wait().await
+            }
+        },
     };
     // The wrapper is reaped; anything it left in its group goes too (the
     // group id cannot be reused while a member is alive).
     let _ = process_group::kill_group(pgid);
-    let exit = match &status {
-        Ok(s) if client_here => Exit::Code(exit_code(*s)),
-        Ok(_) => Exit::Killed,
-        Err(_) => Exit::Code(-1),
+    let code = status.as_ref().map_or(-1, |s| exit_code(*s));
+    let (exit, note) = match (stop, &status) {
+        (Some(Stop::ClientGone), _) => (Exit::Killed, Some("client gone".to_owned())),
+        (Some(Stop::Shutdown), _) => (Exit::Killed, Some("listener stopping".to_owned())),
+        (None, Err(e)) => (Exit::Code(code), Some(format!("wait failed: {e}"))),
+        (None, Ok(_)) => (Exit::Code(code), None),
     };
-    let note = status.as_ref().err().map(|e| format!("wait failed: {e}"));
-    if client_here {
-        let code = match exit {
-            Exit::Code(c) => c,
-            _ => -1,
-        };
+    if stop != Some(Stop::ClientGone) {
         let last = if want_trailers {
             let mut t = HeaderMap::new();
             t.insert(
@@ -168,30 +177,29 @@ async fn supervise(
     entry.log(Some(200), exit, note.as_deref());
 }
 
-/// Copies the pipe to the body until EOF. `false`: the client went away or
-/// the listener is stopping.
+/// Copies the pipe to the body until EOF (`None`) or until it must stop.
 async fn pump(
     pipe: &mut pipe::Receiver,
     tx: &mpsc::Sender<Output>,
     shutdown: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Option<Stop> {
     let mut buf = BytesMut::new();
     loop {
         buf.reserve(READ_CHUNK);
         let read = tokio::select! {
             biased;
-            _ = tx.closed() => return false,
-            _ = shutdown.changed() => return false,
+            _ = tx.closed() => return Some(Stop::ClientGone),
+            _ = shutdown.changed() => return Some(Stop::Shutdown),
             r = pipe.read_buf(&mut buf) => r,
         };
         match read {
-            Ok(0) | Err(_) => return true,
+            Ok(0) | Err(_) => return None,
             Ok(_) => {}
         }
         let data = buf.split().freeze();
         tokio::select! {
-            r = tx.send(Output::Data(data)) => if r.is_err() { return false },
-            _ = shutdown.changed() => return false,
+            r = tx.send(Output::Data(data)) => if r.is_err() { return Some(Stop::ClientGone) },
+            _ = shutdown.changed() => return Some(Stop::Shutdown),
         }
     }
 }

@@ -15,8 +15,8 @@
 //! path, a socket held by a stranger) makes the caller read every file
 //! instead: slower, never wrong.
 
+use super::line;
 use super::source::{self, FileKeys, FoundKey};
-use super::{line, sha256};
 use crate::sys::inotify::{self as sys, Inotify};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -218,12 +218,12 @@ pub(crate) fn query(dir: &Path, fingerprint: Option<&str>) -> Result<FileKeys, F
 pub(crate) fn start(dir: &Path) {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
-    let Ok(exe) = std::env::current_exe() else {
+    let (Ok(exe), Ok(dir)) = (std::env::current_exe(), std::path::absolute(dir)) else {
         return;
     };
     let _ = Command::new(exe)
         .arg("--serve-index")
-        .arg(dir)
+        .arg(&dir)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -302,8 +302,7 @@ struct Index {
     /// `None` when inotify could not be set up: every answer is degraded.
     inotify: Option<Inotify>,
     dir_wd: i32,
-    /// Entries by name, in name order (the order a scan prints).
-    entries: BTreeMap<OsString, FileKeys>,
+    entries: Entries,
     /// Inode watch -> the entry names that were that inode.
     watched: HashMap<i32, BTreeSet<OsString>>,
     degraded: Option<String>,
@@ -316,7 +315,7 @@ impl Index {
             dir_id: id,
             inotify: None,
             dir_wd: -1,
-            entries: BTreeMap::new(),
+            entries: Entries::default(),
             watched: HashMap::new(),
             degraded: None,
         };
@@ -472,22 +471,84 @@ impl Index {
             a.degraded = Some("the directory was replaced".into());
         }
         if a.degraded.is_none() {
-            for f in self.entries.values() {
-                a.problems.extend(f.problems.iter().cloned());
-                for k in &f.keys {
-                    if fingerprint.is_none_or(|fp| fp == k.fingerprint) {
-                        a.keys.push(WireKey {
-                            identity: k.identity.clone(),
-                            line: k.line,
-                            key: k.key.to_openssh(),
-                        });
-                    }
-                }
-            }
+            self.entries.fill(&mut a, fingerprint);
         }
         if let Ok(bytes) = serde_json::to_vec(&a) {
             let _ = sock.write_all(&bytes);
         }
         alive && !moved
+    }
+}
+
+/// The parsed entries, with what makes a lookup cost the same at 10,000
+/// files as at one: keys by fingerprint, and the entries with problems.
+#[derive(Default)]
+struct Entries {
+    /// By name, in name order (the order a scan prints).
+    by_name: BTreeMap<OsString, FileKeys>,
+    by_fingerprint: HashMap<String, BTreeSet<OsString>>,
+    with_problems: BTreeSet<OsString>,
+}
+
+impl Entries {
+    fn clear(&mut self) {
+        *self = Entries::default();
+    }
+
+    fn insert(&mut self, name: OsString, keys: FileKeys) {
+        self.remove(&name);
+        for k in &keys.keys {
+            self.by_fingerprint
+                .entry(k.fingerprint.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        if !keys.problems.is_empty() {
+            self.with_problems.insert(name.clone());
+        }
+        self.by_name.insert(name, keys);
+    }
+
+    fn remove(&mut self, name: &OsString) {
+        let Some(old) = self.by_name.remove(name) else {
+            return;
+        };
+        for k in &old.keys {
+            if let Some(names) = self.by_fingerprint.get_mut(&k.fingerprint) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.by_fingerprint.remove(&k.fingerprint);
+                }
+            }
+        }
+        self.with_problems.remove(name);
+    }
+
+    /// Every problem, and the keys matching `fingerprint` (all without
+    /// one), in the order a scan of the directory gives them.
+    fn fill(&self, a: &mut Answer, fingerprint: Option<&str>) {
+        for name in &self.with_problems {
+            a.problems
+                .extend(self.by_name[name].problems.iter().cloned());
+        }
+        let mut push = |f: &FileKeys| {
+            for k in &f.keys {
+                if fingerprint.is_none_or(|fp| fp == k.fingerprint) {
+                    a.keys.push(WireKey {
+                        identity: k.identity.clone(),
+                        line: k.line,
+                        key: k.key.to_openssh(),
+                    });
+                }
+            }
+        };
+        match fingerprint {
+            None => self.by_name.values().for_each(push),
+            Some(fp) => {
+                for name in self.by_fingerprint.get(fp).into_iter().flatten() {
+                    push(&self.by_name[name]);
+                }
+            }
+        }
     }
 }

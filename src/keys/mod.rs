@@ -83,7 +83,10 @@ pub fn main() -> ExitCode {
     } else {
         Via::IndexOrScan
     };
-    let Some((answer, start_index)) = lookup(&rt, cli.fingerprint.as_deref(), how) else {
+    // Only SHA256 fingerprints are computed here; with another
+    // FingerprintHash in sshd_config, print every key rather than none.
+    let fingerprint = cli.fingerprint.filter(|f| f.starts_with("SHA256:"));
+    let Some((answer, start_index)) = lookup(&rt, fingerprint.as_deref(), how) else {
         eprintln!("bastion-keys: the key index cannot answer");
         return exit::code(exit::FAILURE);
     };

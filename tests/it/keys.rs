@@ -331,6 +331,10 @@ fn fingerprint_selects_only_the_offered_key() {
     let out = k.run(&[harness::SESSION_USER, "SHA256:nothere"]);
     assert_eq!(harness::stdout(&out), "");
     assert!(harness::stderr(&out).contains("no identity has this key"));
+
+    // Another FingerprintHash (MD5): every key, sshd picks.
+    let out = k.run(&[harness::SESSION_USER, "MD5:00:11"]);
+    assert_eq!(harness::stdout(&out).lines().count(), 2);
 }
 
 #[test]

@@ -10,3 +10,4 @@ mod broker;
 mod force;
 mod hardening;
 mod lock;
+mod wrapper;

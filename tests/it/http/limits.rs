@@ -304,7 +304,7 @@ fn sigterm_kills_running_commands_and_stops() {
     let mut b = Bastion::start(Opts::force("echo $$ > {w}/shell; echo started; sleep 1000"));
     let mut s = b.connect();
     s.write_all(&run_request("")).unwrap();
-    read_until(&mut s, "started");
+    let mut all = read_until(&mut s, "started");
     let shell: u32 = std::fs::read_to_string(b.w().join("shell"))
         .unwrap()
         .trim()
@@ -314,4 +314,15 @@ fn sigterm_kills_running_commands_and_stops() {
     assert_eq!(status.code(), Some(0), "{}", b.err.text());
     assert!(wait_until(PATIENCE, || !alive(shell)));
     assert!(b.err.text().contains("SIGTERM"));
+    // The client is told the command did not finish: no clean end.
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut got);
+    let mut all = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    all.extend_from_slice(&got);
+    assert!(
+        !parse_response(&all).terminated,
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    b.wait_log(&["exit=killed", "note=\"listener stopping\""]);
 }

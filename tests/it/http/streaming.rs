@@ -186,6 +186,18 @@ fn broker_mode_runs_allowed_requests_and_shows_denials() {
         vec![("x-bastion-exit-code".to_owned(), "126".to_owned())]
     );
 
+    // Bytes that are not UTF-8 (a header may carry them): refused by the
+    // broker, escaped in the log.
+    let mut req = run_request("TE: trailers\r\nConnection: close\r\n");
+    let at = req.len() - 2;
+    req.splice(
+        at..at,
+        b"X-Bastion-Command: echo \xff\xfe\r\n".iter().copied(),
+    );
+    let w = parse_response(&b.raw(&req));
+    assert_eq!(w.trailers[0].1, "126", "{w:?}");
+    b.wait_log(&["command=\"echo \\xff\\xfe\""]);
+
     // No header: an empty request, refused without a prefix.
     let none = parse_response(&b.raw(&run_request("TE: trailers\r\nConnection: close\r\n")));
     assert_eq!(none.trailers[0].1, "126", "{none:?}");

@@ -22,6 +22,15 @@ fn same_answer(k: &Keys, args: &[&str]) -> (String, String) {
     (harness::stdout(&s), harness::stderr(&s))
 }
 
+/// `same_answer` for all keys and for each fingerprint of `fps` (the
+/// index looks those up by fingerprint); returns the all-keys answer.
+fn same_answers(k: &Keys, fps: &[String]) -> (String, String) {
+    for fp in fps {
+        same_answer(k, &[harness::SESSION_USER, fp]);
+    }
+    same_answer(k, &[harness::SESSION_USER])
+}
+
 /// Starts the index of `k` (the first ordinary call does) and waits for it.
 fn start_index(k: &Keys) {
     k.run(&[harness::SESSION_USER]);
@@ -67,7 +76,8 @@ fn index_answers_like_a_full_scan_after_every_kind_of_change() {
         .iter()
         .map(|n| k.client_key(n).1)
         .collect();
-    let fp_c = super::fingerprint(&keys[2], &k.tmp);
+    let fps: Vec<String> = keys.iter().map(|p| super::fingerprint(p, &k.tmp)).collect();
+    let fp_c = fps[2].clone();
     let user = harness::SESSION_USER;
     k.pubfile("alice.pub", &keys[0]);
     start_index(&k);
@@ -75,7 +85,7 @@ fn index_answers_like_a_full_scan_after_every_kind_of_change() {
 
     // Added.
     k.pubfile("bob.pub", &keys[1]);
-    let (out, _) = same_answer(&k, &[user]);
+    let (out, _) = same_answers(&k, &fps);
     assert!(out.contains(&format!("{} bob", bare(1))), "{out}");
 
     // Edited in place, appended, truncated.
@@ -89,7 +99,7 @@ fn index_answers_like_a_full_scan_after_every_kind_of_change() {
         .unwrap()
         .write_all(b"garbage line\n")
         .unwrap();
-    let (_, err) = same_answer(&k, &[user]);
+    let (_, err) = same_answers(&k, &fps);
     assert!(err.contains("bob.pub:2: skipped"), "{err}");
     write_in_place(&k.users_d.join("bob.pub"), "");
     let (out, _) = same_answer(&k, &[user, &fp_c]);
@@ -98,38 +108,38 @@ fn index_answers_like_a_full_scan_after_every_kind_of_change() {
     // Renamed in (atomic replace), renamed out, renamed over another.
     let staged = k.tmp.write("staged.pub", &keys[3]);
     std::fs::rename(&staged, k.users_d.join("carol.pub")).unwrap();
-    let (out, _) = same_answer(&k, &[user]);
+    let (out, _) = same_answers(&k, &fps);
     assert!(out.contains(&format!("{} carol", bare(3))), "{out}");
     std::fs::rename(k.users_d.join("carol.pub"), k.users_d.join("carol.pub.off")).unwrap();
-    let (out, _) = same_answer(&k, &[user]);
+    let (out, _) = same_answers(&k, &fps);
     assert!(!out.contains("carol"), "{out}");
     std::fs::rename(k.users_d.join("carol.pub.off"), k.users_d.join("alice.pub")).unwrap();
-    let (out, _) = same_answer(&k, &[user]);
+    let (out, _) = same_answers(&k, &fps);
     assert!(out.contains(&format!("{} alice", bare(3))), "{out}");
     assert!(!out.contains(&bare(0)), "{out}");
 
     // Permissions taken away and given back.
     harness::set_mode(&k.users_d.join("alice.pub"), 0o600);
-    let (out, err) = same_answer(&k, &[user]);
+    let (out, err) = same_answers(&k, &fps);
     assert!(!out.contains("alice"), "{out}");
     assert!(err.contains("alice.pub: skipped: cannot open"), "{err}");
     harness::set_mode(&k.users_d.join("alice.pub"), 0o644);
-    let (out, _) = same_answer(&k, &[user]);
+    let (out, _) = same_answers(&k, &fps);
     assert!(out.contains("alice"), "{out}");
 
     // Replaced by a symlink, a FIFO, a directory; removed.
     std::fs::remove_file(k.users_d.join("alice.pub")).unwrap();
     std::os::unix::fs::symlink(k.tmp.join("client-a.pub"), k.users_d.join("alice.pub")).unwrap();
-    let (out, err) = same_answer(&k, &[user]);
+    let (out, err) = same_answers(&k, &fps);
     assert!(!out.contains("alice"), "{out}");
     assert!(err.contains("symbolic link"), "{err}");
     std::fs::remove_file(k.users_d.join("alice.pub")).unwrap();
     std::fs::create_dir(k.users_d.join("alice.pub")).unwrap();
-    let (_, err) = same_answer(&k, &[user]);
+    let (_, err) = same_answers(&k, &fps);
     assert!(err.contains("is a directory"), "{err}");
     std::fs::remove_dir(k.users_d.join("alice.pub")).unwrap();
     std::fs::remove_file(k.users_d.join("bob.pub")).unwrap();
-    let (out, err) = same_answer(&k, &[user]);
+    let (out, err) = same_answers(&k, &fps);
     assert_eq!((out.as_str(), err.as_str()), ("", ""));
 }
 

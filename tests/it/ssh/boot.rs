@@ -291,3 +291,60 @@ fn host_key_and_merged_key_files_are_used() {
     assert_eq!(out.status.code(), Some(255));
     assert_eq!(stdout(&out), "");
 }
+
+#[test]
+fn a_config_sshd_rejects_exits_78_with_its_reason() {
+    let b = Bastion::new("boot-sshd-t").force("true");
+    let template = b.root.join("usr/local/share/bastion/sshd_config.template");
+    let mut t = std::fs::read_to_string(&template).unwrap();
+    t.push_str("NoSuchDirective yes\n");
+    std::fs::write(&template, t).unwrap();
+    let out = run_expect(b.entrypoint().arg("--prepare-only"), 78);
+    assert!(stderr(&out).contains("sshd rejects"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("NoSuchDirective"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn a_missing_template_is_a_clear_failure() {
+    let b = Bastion::new("boot-notemplate").force("true");
+    std::fs::remove_file(b.root.join("usr/local/share/bastion/sshd_config.template")).unwrap();
+    let out = run_expect(b.entrypoint().arg("--prepare-only"), 1);
+    assert!(
+        stderr(&out).contains("sshd_config.template"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn http_credential_errors_are_reported_without_the_secret() {
+    let b = Bastion::without_host_keys("boot-http")
+        .force("true")
+        .env("HTTP_BASIC_AUTH", "no-colon-s3cret-value");
+    let lines = config_errors(&b);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("HTTP_BASIC_AUTH"), "{lines:?}");
+    assert!(!lines[0].contains("s3cret"), "secret printed: {lines:?}");
+
+    let missing = b.root.join("no-such-token-file");
+    let b = Bastion::without_host_keys("boot-http-file")
+        .force("true")
+        .env("HTTP_TOKEN_FILE", missing.to_str().unwrap());
+    let lines = config_errors(&b);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("HTTP_TOKEN_FILE"), "{lines:?}");
+
+    let b = Bastion::without_host_keys("boot-http-port")
+        .force("true")
+        .env("HTTP_TOKEN", "a-long-enough-token-value-0123456789")
+        .env("HTTP_PORT", "2222")
+        .env("SSH_PORT", "2222");
+    let lines = config_errors(&b);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("config error: HTTP_PORT=\"2222\""),
+        "{lines:?}"
+    );
+    assert!(!lines[0].contains("0123456789"), "{lines:?}");
+}
