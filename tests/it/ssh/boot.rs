@@ -117,7 +117,7 @@ fn unreadable_key_sources_are_refused() {
 }
 
 #[test]
-fn bad_ports_and_lock_policy_are_refused() {
+fn bad_ports_lock_policy_and_paths_are_refused() {
     for (var, value) in [
         ("SSH_PORT", "ssh"),
         ("SSH_PORT", "0"),
@@ -127,6 +127,8 @@ fn bad_ports_and_lock_policy_are_refused() {
         ("COMMAND_LOCK", "sometimes"),
         ("COMMAND_LOCK", "wait:forever"),
         ("SSH_LISTEN_ADDRESS", "localhost"),
+        ("AUTHORIZED_KEYS_DIR", "etc/bastion/users.d"),
+        ("AUTHORIZED_KEYS_HOST", "./keys"),
     ] {
         let b = Bastion::without_host_keys("boot-port")
             .force("true")
