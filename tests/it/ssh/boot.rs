@@ -350,3 +350,19 @@ fn http_credential_errors_are_reported_without_the_secret() {
     );
     assert!(!lines[0].contains("0123456789"), "{lines:?}");
 }
+
+#[test]
+fn sshd_runs_with_an_empty_environment() {
+    // The container's environment (HTTP secrets included) must not be in
+    // the /proc entry of the long-running sshd the entrypoint becomes.
+    let b = Bastion::new("boot-environ")
+        .force("true")
+        .env("CANARY_SECRET", "do-not-leak-0123");
+    let d = b.start();
+    let environ = std::fs::read(format!("/proc/{}/environ", d.child.id())).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains("do-not-leak"), "{environ}");
+    assert!(!environ.contains("FORCE_COMMAND"), "{environ}");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", d.child.id())).unwrap();
+    assert_eq!(exe, harness::which("sshd"));
+}
