@@ -604,3 +604,55 @@ fn a_broken_compose_file_fails_docker_compose_config() {
     let out = output(&mut c);
     assert!(!out.status.success(), "{}", describe(&c, &out));
 }
+
+/// The build stage's `COPY` sources (relative to the context).
+fn build_stage_inputs(text: &str) -> Vec<String> {
+    let all = instructions(text);
+    let last_from = all.iter().rposition(|i| i.keyword == "FROM").unwrap();
+    let mut inputs = Vec::new();
+    for i in &all[..last_from] {
+        if i.keyword == "COPY" && !i.args.contains("--from") {
+            let words: Vec<&str> = i.args.split_whitespace().collect();
+            let (_, srcs) = words.split_last().unwrap();
+            inputs.extend(srcs.iter().map(|s| s.trim_end_matches('/').to_owned()));
+        }
+    }
+    inputs
+}
+
+#[test]
+fn build_stage_context_is_enough_to_build_the_binaries() {
+    // Exactly what the Alpine build stage copies, built the way it builds
+    // (minus the musl target): a file the sources need but the Dockerfile
+    // leaves out (an include_str!, a build script) fails here.
+    let inputs = build_stage_inputs(&alpine_text());
+    for want in ["Cargo.toml", "Cargo.lock", "bin", "src"] {
+        assert!(
+            inputs.iter().any(|i| i == want),
+            "the build stage lacks {want}"
+        );
+    }
+    let tmp = TempDir::new("build-context");
+    for input in &inputs {
+        let mut c = Command::new("cp");
+        c.arg("-a").arg(repo().join(input)).arg(tmp.join(input));
+        let out = output(&mut c);
+        assert!(out.status.success(), "{}", describe(&c, &out));
+    }
+    // Cargo.toml names the integration-test target; the context has none
+    // and must not need it for `--bins`.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+        .join("image-build-context");
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(tmp.path())
+        .args(["check", "--locked", "--offline", "--bins", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target);
+    let out = output(&mut c);
+    assert!(
+        out.status.success(),
+        "the Alpine build stage would fail:\n{}",
+        describe(&c, &out)
+    );
+}
