@@ -444,7 +444,9 @@ fn alpine_build_is_static_multi_stage_with_the_spec_packages() {
         .iter()
         .any(|i| i.keyword == "ARG" && i.args == "ALPINE_VERSION=3.21"));
     assert!(text.contains("+crt-static"), "binaries must be static");
-    assert!(text.contains("cargo build --release --locked"));
+    // RUSTFLAGS with +crt-static but no --target would also hit proc-macro
+    // crates, which cannot be static on musl: the build would fail.
+    assert!(text.contains("cargo build --release --locked --bins --target"));
     let apk = all
         .iter()
         .rev()
