@@ -59,9 +59,13 @@ RUN apk add --no-cache openssh-server openssh-keygen docker-cli docker-cli-compo
 
 COPY --from=build /out/bastion-entrypoint /out/bastion-wrapper /out/bastion-broker /out/bastion-cgi /out/bastion-keys /usr/local/bin/
 COPY rootfs/ /
-# sshd refuses an AuthorizedKeysCommand that is not root-owned or is
-# group/world-writable.
-RUN chown root:root /usr/local/bin/bastion-* && chmod 0755 /usr/local/bin/bastion-*
+# sshd refuses an AuthorizedKeysCommand that is not root-owned or sits
+# under a group/world-writable directory; COPY can carry the checkout's
+# directory modes (umask 002) onto existing directories.
+RUN chown root:root /usr/local/bin/bastion-* \
+ && chmod 0755 /usr/local/bin/bastion-* \
+ && chmod go-w / /etc /usr \
+ && chmod -R go-w /usr/local /etc/bastion /etc/ssh
 
 EXPOSE 22 8080
 
