@@ -103,19 +103,20 @@ EOF
 # Runs every command of a group once per round, in a shuffled order, for
 # RUNS rounds (after one warm-up round), and prints "name median_ms" per
 # command: interleaving keeps drifting load from the rest of the machine
-# out of the ratios. Arguments: name=command pairs (run with sh -c).
+# out of the ratios. Arguments: name=command pairs (split like a shell
+# would, then executed directly: no shell in what is timed).
 interleave() {
   python3 - "$RUNS" "$@" <<'PY'
-import random, statistics, subprocess, sys, time
+import random, shlex, statistics, subprocess, sys, time
 runs = int(sys.argv[1])
-cmds = [a.split("=", 1) for a in sys.argv[2:]]
+cmds = [(n, shlex.split(c)) for n, c in (a.split("=", 1) for a in sys.argv[2:])]
 times = {n: [] for n, _ in cmds}
 for r in range(runs + 1):
     order = cmds[:]
     random.shuffle(order)
     for name, cmd in order:
         t = time.perf_counter_ns()
-        subprocess.run(["sh", "-c", cmd], stdin=subprocess.DEVNULL,
+        subprocess.run(cmd, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if r:
             times[name].append((time.perf_counter_ns() - t) / 1e6)

@@ -107,7 +107,7 @@ fn trusted_peer(sock: &UnixStream) -> Result<(), String> {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Answer {
+struct Reply {
     /// The directory the index watches, as (st_dev, st_ino).
     dir: (u64, u64),
     /// Set when the index cannot vouch for its view; the caller scans.
@@ -184,21 +184,21 @@ pub(crate) fn query(dir: &Path, fingerprint: Option<&str>) -> Result<FileKeys, F
                 .map(|_| ())
         })
         .map_err(|_| Fallback::quiet())?;
-    let answer: Answer = serde_json::from_slice(&raw).map_err(|_| Fallback::quiet())?;
-    if let Some(why) = answer.degraded {
+    let reply: Reply = serde_json::from_slice(&raw).map_err(|_| Fallback::quiet())?;
+    if let Some(why) = reply.degraded {
         return Err(Fallback::noted(format!(
             "key index unavailable ({why}); reading every file"
         )));
     }
     // The index must watch the directory that is at the path now.
-    if answer.dir != id || dir_id(dir).ok() != Some(id) {
+    if reply.dir != id || dir_id(dir).ok() != Some(id) {
         return Err(Fallback::quiet());
     }
     let mut out = FileKeys {
-        keys: Vec::with_capacity(answer.keys.len()),
-        problems: answer.problems,
+        keys: Vec::with_capacity(reply.keys.len()),
+        problems: reply.problems,
     };
-    for k in answer.keys {
+    for k in reply.keys {
         let Ok(line::Line::Key(key)) = line::parse(k.key.as_bytes()) else {
             return Err(Fallback::quiet());
         };
@@ -461,7 +461,7 @@ impl Index {
         // Everything that changed before the question was sent is queued now.
         let alive = self.catch_up();
         let moved = dir_id(&self.dir).ok() != Some(self.dir_id);
-        let mut a = Answer {
+        let mut a = Reply {
             dir: self.dir_id,
             degraded: self.degraded.clone(),
             problems: Vec::new(),
@@ -526,7 +526,7 @@ impl Entries {
 
     /// Every problem, and the keys matching `fingerprint` (all without
     /// one), in the order a scan of the directory gives them.
-    fn fill(&self, a: &mut Answer, fingerprint: Option<&str>) {
+    fn fill(&self, a: &mut Reply, fingerprint: Option<&str>) {
         for name in &self.with_problems {
             a.problems
                 .extend(self.by_name[name].problems.iter().cloned());

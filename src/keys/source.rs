@@ -172,3 +172,61 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<OsString>, String> {
     names.sort();
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &[u8]) -> Option<Result<String, String>> {
+        identity_of(OsStr::from_bytes(name))
+    }
+
+    #[test]
+    fn identity_is_the_file_stem() {
+        assert_eq!(id(b"alice.pub"), Some(Ok("alice".into())));
+        assert_eq!(id(b"ci bot (prod).pub"), Some(Ok("ci bot (prod)".into())));
+        assert_eq!(id("émilie.pub".as_bytes()), Some(Ok("émilie".into())));
+        assert_eq!(id(b"a.b.pub"), Some(Ok("a.b".into())));
+    }
+
+    #[test]
+    fn other_names_are_not_key_files() {
+        for n in [
+            &b"README"[..],
+            b"alice.pub.bak",
+            b"alice.PUB",
+            b"alice.pub~",
+            b"pub",
+        ] {
+            assert_eq!(id(n), None, "{n:?}");
+        }
+    }
+
+    #[test]
+    fn names_that_cannot_be_an_identity_are_refused() {
+        for n in [
+            &b".pub"[..],
+            b".hidden.pub",
+            b"x\xff.pub",
+            b"a\nb.pub",
+            b"a\x1b[2Kb.pub",
+            "a\u{202e}b.pub".as_bytes(),
+            b"back\\slash.pub",
+        ] {
+            assert!(matches!(id(n), Some(Err(_))), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn one_problem_per_bad_line_and_good_keys_survive() {
+        let good =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g";
+        let data = format!("junk\n\n# c\n{good} x\r\ncommand=\"x\" {good}\n{good}");
+        let mut out = FileKeys::default();
+        parse_into(data.as_bytes(), "f.pub", "f", &mut out);
+        assert_eq!(out.keys.iter().map(|k| k.line).collect::<Vec<_>>(), [4, 6]);
+        assert_eq!(out.problems.len(), 2, "{:?}", out.problems);
+        assert!(out.problems[0].starts_with("f.pub:1: skipped: unknown key type junk"));
+        assert!(out.problems[1].starts_with("f.pub:5: skipped: options"));
+    }
+}
