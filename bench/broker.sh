@@ -8,7 +8,10 @@
 # The request matches the LAST rule (first-match worst case). Rules are a
 # realistic mix: plain commands, alternations, bracket expressions, bounds.
 #
+# "check" is `bastion-broker --check` (the decision alone, no exec).
+#
 # Usage: bench/broker.sh [BASELINE_DIR]   (default: ../shared/baseline)
+#        BENCH_RUNS=N (default 300) runs per command and rule count
 # Needs: hyperfine, busybox. Bounded: ~1 minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +21,13 @@ runs=${BENCH_RUNS:-300}
 command -v hyperfine >/dev/null || { echo "hyperfine is not installed" >&2; exit 2; }
 command -v busybox >/dev/null || { echo "busybox is not installed" >&2; exit 2; }
 
-cargo build --release --locked --quiet --bin bastion-broker
-broker=$PWD/target/release/bastion-broker
+# A static binary like the image's (no dynamic loader), non-PIE (no
+# start-up relocations), built apart from the normal target dir.
+host=$(rustc -vV | sed -n 's/^host: //p')
+CARGO_TARGET_DIR=$PWD/target/bench \
+  RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+  cargo build --release --locked --quiet --target "$host" --bin bastion-broker
+broker=$PWD/target/bench/$host/release/bastion-broker
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -41,7 +49,8 @@ rules() { # N: N rules, the last one matching "svc-last status --since 15m"
 }
 
 req='svc-last status --since 15m'
-printf '%-6s %10s %10s %10s %12s %14s\n' rules floor_ms broker_ms baseline_ms broker/floor baseline/broker
+echo "median of $runs runs each (ms); ratios of medians, and of minimums (min)"
+printf '%-6s %7s %7s %7s %9s %13s %11s %16s\n' rules floor broker check baseline broker/floor "(min)" baseline/broker
 for n in 1 10 100 1000; do
   rules "$n" >"$work/rules"
   export ALLOWED_COMMANDS
@@ -53,12 +62,13 @@ for n in 1 10 100 1000; do
     --style none \
     "/bin/true $req" \
     "$broker '$req'" \
+    "$broker --check '$req'" \
     "$work/bb/sh $baseline_dir/broker.sh '$req'" >/dev/null 2>&1
   awk -F, -v n="$n" '
-    NR > 1 { m[NR - 1] = $2 }
+    NR > 1 { m[NR - 1] = $4; lo[NR - 1] = $7 }
     END {
-      floor = m[1]; br = m[2]; base = m[3]
-      printf "%-6s %10.3f %10.3f %10.3f %11.2fx %13.1fx\n", n, floor * 1000, br * 1000, base * 1000, br / floor, base / br
+      floor = m[1]; br = m[2]; chk = m[3]; base = m[4]
+      printf "%-6s %7.3f %7.3f %7.3f %9.3f %12.2fx %10.2fx %15.1fx\n", n, floor * 1000, br * 1000, chk * 1000, base * 1000, br / floor, lo[2] / lo[1], base / br
     }' "$work/r.csv"
   # Sanity: both tools allow the request and refuse a near miss.
   "$broker" --check "$req" >/dev/null

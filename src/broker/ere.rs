@@ -182,20 +182,20 @@ impl Parser<'_> {
         if depth > MAX_DEPTH {
             return Err(self.err(format!("groups nested deeper than {MAX_DEPTH}")));
         }
-        let mut branches = vec![self.concat(depth)?];
+        let first = self.concat(depth)?;
+        if self.peek() != Some('|') {
+            return Ok(first);
+        }
+        let mut branches = vec![first];
         while self.peek() == Some('|') {
             self.bump();
             branches.push(self.concat(depth)?);
         }
-        Ok(if branches.len() == 1 {
-            branches.pop().unwrap_or(Node::Empty)
-        } else {
-            Node::Alt(branches)
-        })
+        Ok(Node::Alt(branches))
     }
 
     fn concat(&mut self, depth: usize) -> Result<Node, EreError> {
-        let mut items: Vec<Node> = Vec::new();
+        let mut items: Vec<Node> = Vec::with_capacity(16);
         loop {
             let start = self.pos;
             let Some(c) = self.peek() else { break };
@@ -567,7 +567,7 @@ fn literal_prefix(node: &Node, acc: &mut String) -> bool {
 fn shortcut(node: &Node) -> Shortcut {
     // Leading `^` and trailing `$` of the whole rule are redundant under
     // whole-line matching; anywhere else they change the meaning.
-    let stripped: Vec<&Node> = match node {
+    let stripped: &[Node] = match node {
         Node::Concat(v) => {
             let mut s: &[Node] = v;
             if let [Node::Start, rest @ ..] = s {
@@ -576,27 +576,26 @@ fn shortcut(node: &Node) -> Shortcut {
             if let [rest @ .., Node::End] = s {
                 s = rest;
             }
-            s.iter().collect()
+            s
         }
-        Node::Start | Node::End => Vec::new(),
-        n => vec![n],
-    };
-    let branches: Vec<Vec<&Node>> = match stripped.as_slice() {
-        [Node::Alt(alts)] => alts.iter().map(|n| vec![n]).collect(),
-        _ => vec![stripped],
+        Node::Start | Node::End => &[],
+        n => std::slice::from_ref(n),
     };
     let mut exact = Vec::new();
     let mut prefixes = Vec::new();
     let mut all_exact = true;
-    for b in branches {
+    let mut add = |nodes: &[Node]| {
         let mut acc = String::new();
-        let complete = b.iter().all(|n| literal_prefix(n, &mut acc));
-        if complete {
+        if nodes.iter().all(|n| literal_prefix(n, &mut acc)) {
             exact.push(acc.clone());
         } else {
             all_exact = false;
         }
         prefixes.push(acc);
+    };
+    match stripped {
+        [Node::Alt(alts)] => alts.iter().for_each(|a| add(std::slice::from_ref(a))),
+        s => add(s),
     }
     if all_exact {
         Shortcut::Exact(exact)

@@ -124,7 +124,7 @@ pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {
         Err(e) => {
             // Validated at boot; only a hand-set environment gets here.
             eprintln!("[broker] {e}");
-            return deny(request, DenyReason::NoRuleMatches);
+            return deny(request, DenyReason::BadPrefix);
         }
     };
     if let Err(reason) = decide(cfg, &loaded, request) {
@@ -266,6 +266,10 @@ pub fn main() -> ExitCode {
 fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
     let loaded = load(cfg);
     log_problems(&loaded);
+    if let Err(e) = prefix_words(&cfg.command_prefix) {
+        eprintln!("[broker] {e}");
+        return deny(request, DenyReason::BadPrefix);
+    }
     match decide(cfg, &loaded, request) {
         Ok(i) => {
             let rule = &loaded.rules[i];

@@ -177,6 +177,7 @@ pub(crate) enum DenyReason {
     TooLong,
     Empty,
     NoRuleMatches,
+    BadPrefix,
 }
 
 impl fmt::Display for DenyReason {
@@ -186,6 +187,7 @@ impl fmt::Display for DenyReason {
             DenyReason::TooLong => "request longer than 64 KiB",
             DenyReason::Empty => "empty request",
             DenyReason::NoRuleMatches => "no rule matches",
+            DenyReason::BadPrefix => "COMMAND_PREFIX cannot be split into words",
         })
     }
 }
