@@ -204,3 +204,40 @@ fn index_goes_away_with_its_directory() {
         "the index outlived its directory"
     );
 }
+
+/// Unmounts on drop, also when the test fails.
+struct BindMount(std::path::PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = harness::output(harness::clean_cmd("umount").arg(&self.0));
+    }
+}
+
+#[test]
+fn index_sees_a_file_bind_mounted_into_the_directory() {
+    // As `docker run -v key.pub:/etc/bastion/users.d/me.pub` does: no event
+    // reaches the directory's watch, neither for the mount nor for writes
+    // to the mounted file.
+    let k = Keys::new("keys-index-mount");
+    let (_, a) = k.client_key("a");
+    let (_, b) = k.client_key("b");
+    let (_, c) = k.client_key("c");
+    let target = k.pubfile("me.pub", &a);
+    start_index(&k);
+    let source = k.tmp.write("host-me.pub", &b);
+    harness::set_mode(&source, 0o644);
+    harness::run_expect(
+        harness::clean_cmd("mount")
+            .arg("--bind")
+            .arg(&source)
+            .arg(&target),
+        0,
+    );
+    let _mount = BindMount(target.clone());
+    let (out, _) = same_answer(&k, &[harness::SESSION_USER]);
+    assert_eq!(out, format!("restrict {} me\n", super::bare(&b)));
+    write_in_place(&source, &c);
+    let (out, _) = same_answer(&k, &[harness::SESSION_USER]);
+    assert_eq!(out, format!("restrict {} me\n", super::bare(&c)));
+}
