@@ -172,6 +172,14 @@ fn index_is_never_stale_under_a_burst_of_changes() {
     // read everything again.
     let pid = index_pid(&k.users_d).expect("index pid").to_string();
     harness::run_expect(harness::clean_cmd("kill").args(["-STOP", &pid]), 0);
+    // Resumed on drop too, so a failure never leaves it stopped.
+    struct Resume(String);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = harness::output(harness::clean_cmd("kill").args(["-CONT", &self.0]));
+        }
+    }
+    let resume = Resume(pid);
     for i in 0..6000 {
         let p = k.users_d.join(format!("u{i:05}.pub"));
         std::fs::write(&p, &a).unwrap();
@@ -179,7 +187,7 @@ fn index_is_never_stale_under_a_burst_of_changes() {
             std::fs::remove_file(&p).unwrap();
         }
     }
-    harness::run_expect(harness::clean_cmd("kill").args(["-CONT", &pid]), 0);
+    drop(resume);
     let (out, _) = same_answer(&k, &[harness::SESSION_USER]);
     assert_eq!(out.lines().count(), 1 + 3000, "seed + the odd files");
 }
