@@ -249,3 +249,65 @@ fn index_sees_a_file_bind_mounted_into_the_directory() {
     let (out, _) = same_answer(&k, &[harness::SESSION_USER]);
     assert_eq!(out, format!("restrict {} me\n", super::bare(&c)));
 }
+
+#[test]
+fn a_socket_held_by_another_user_is_never_believed() {
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Stdio;
+    // The session user binds the index's socket name before the index
+    // starts and answers with its own key: bastion-keys must notice that
+    // the socket is not its user's, say so, and read the files itself.
+    let k = Keys::new("keys-index-squat");
+    let (_, alice) = k.client_key("alice");
+    let (_, evil) = k.client_key("evil");
+    k.pubfile("alice.pub", &alice);
+    let meta = std::fs::metadata(&k.users_d).unwrap();
+    let name = format!("bastion-keys/v1/65534/{}:{}", meta.dev(), meta.ino());
+    let forged = serde_json::json!({
+        "dir": [meta.dev(), meta.ino()],
+        "degraded": null,
+        "problems": [],
+        "keys": [{"identity": "alice", "line": 1, "key": super::bare(&evil)}],
+    })
+    .to_string();
+    let script = r#"
+        use Socket;
+        socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
+        bind($s, pack_sockaddr_un("\0" . $ARGV[0])) or die "bind: $!";
+        listen($s, 16) or die "listen: $!";
+        $| = 1; print "ready\n";
+        while (accept(my $c, $s)) { my $q = <$c>; print $c $ARGV[1]; close $c; }
+    "#;
+    let mut squatter = harness::clean_cmd("setpriv")
+        .args([
+            "--reuid",
+            harness::SESSION_USER,
+            "--regid",
+            harness::SESSION_USER,
+        ])
+        .args(["--clear-groups", "perl", "-e", script, &name, &forged])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready, "ready\n");
+
+    let out = k.run(&[harness::SESSION_USER]);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert_eq!(
+        harness::stdout(&out),
+        format!("restrict {} alice\n", super::bare(&alice))
+    );
+    assert!(
+        harness::stderr(&out).contains("key index socket not used (it is held by uid"),
+        "{}",
+        harness::stderr(&out)
+    );
+}
