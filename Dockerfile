@@ -18,13 +18,16 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY bin/ bin/
 COPY src/ src/
-# musl targets link statically by default; say so, so the binaries do not
-# depend on the final stage's libc.
-ENV RUSTFLAGS="-C target-feature=+crt-static" CARGO_TERM_COLOR=never
-RUN cargo build --release --locked --bins \
+# Static binaries, said explicitly. The target is named so RUSTFLAGS apply
+# to the binaries only: proc-macro crates are built for the host and cannot
+# be static on musl.
+ENV CARGO_TERM_COLOR=never
+RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
+ && RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked --bins --target "$target" \
  && mkdir /out \
  && for b in bastion-entrypoint bastion-wrapper bastion-broker bastion-cgi bastion-keys; do \
-      install -m 0755 "target/release/$b" "/out/$b" || exit 1; \
+      install -m 0755 "target/$target/release/$b" "/out/$b" || exit 1; \
     done
 
 FROM alpine:${ALPINE_VERSION}
@@ -56,9 +59,13 @@ RUN apk add --no-cache openssh-server openssh-keygen docker-cli docker-cli-compo
 
 COPY --from=build /out/bastion-entrypoint /out/bastion-wrapper /out/bastion-broker /out/bastion-cgi /out/bastion-keys /usr/local/bin/
 COPY rootfs/ /
-# sshd refuses an AuthorizedKeysCommand that is not root-owned or is
-# group/world-writable.
-RUN chown root:root /usr/local/bin/bastion-* && chmod 0755 /usr/local/bin/bastion-*
+# sshd refuses an AuthorizedKeysCommand that is not root-owned or sits
+# under a group/world-writable directory; COPY can carry the checkout's
+# directory modes (umask 002) onto existing directories.
+RUN chown root:root /usr/local/bin/bastion-* \
+ && chmod 0755 /usr/local/bin/bastion-* \
+ && chmod go-w / /etc /usr \
+ && chmod -R go-w /usr/local /etc/bastion /etc/ssh
 
 EXPOSE 22 8080
 

@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-40}
-MICRO_RUNS=${MICRO_RUNS:-300}
+MICRO_RUNS=${MICRO_RUNS:-500}
 BASELINE=${BASELINE:-$(cd .. && pwd)/shared/baseline}
 [ -r "$BASELINE/wrapper.sh" ] || { echo "bench/ssh.sh: baseline not found at $BASELINE (set BASELINE=)" >&2; exit 2; }
 
@@ -67,46 +67,49 @@ for p in "$P_BASTION" "$P_FLOOR" "$P_BASE"; do
   out=$($SSH -p "$p" agent@127.0.0.1 cmd 2>&1) || { echo "bench/ssh.sh: login on port $p failed: $out" >&2; exit 1; }
 done
 
-# Interleaved (floor, baseline, bastion in a shuffled order each round) so
-# the load of a shared machine hits the three alike; medians are compared.
-echo "== end to end: ssh agent@127.0.0.1 cmd ($RUNS rounds, interleaved)"
-python3 - "$RUNS" "$P_FLOOR" "$P_BASE" "$P_BASTION" $SSH <<'PY'
-import random, statistics, subprocess, sys, time
-runs, ports, ssh = int(sys.argv[1]), dict(zip(["floor", "baseline", "bastion"], sys.argv[2:5])), sys.argv[5:]
-t = {k: [] for k in ports}
-for i in range(runs + 3):
-    order = list(ports)
+# Both measurements interleave floor, baseline and bastion (a shuffled
+# order each round) so the load of a shared machine hits the three alike,
+# and compare medians and the median of per-round ratios.
+cat >"$T/interleave.py" <<'PY'
+import json, random, statistics, subprocess, sys, time
+label, rounds, cmds = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+t = {k: [] for k in cmds}
+for i in range(rounds + max(3, rounds // 20)):
+    order = list(cmds)
     random.shuffle(order)
     for k in order:
         s = time.perf_counter()
-        r = subprocess.run(ssh + ["-p", ports[k], "agent@127.0.0.1", "cmd"], stdin=subprocess.DEVNULL, capture_output=True)
+        r = subprocess.run(cmds[k], stdin=subprocess.DEVNULL, capture_output=True)
         d = (time.perf_counter() - s) * 1000
         if r.returncode != 0:
-            sys.exit(f"{k}: ssh failed: {r.stderr.decode()}")
-        if i >= 3:  # warm-up rounds
+            sys.exit(f"{label}/{k}: failed: {r.stderr.decode()}")
+        if i >= max(3, rounds // 20):  # warm-up rounds
             t[k].append(d)
 m = {k: statistics.median(v) for k, v in t.items()}
+print(f"== {label} ({rounds} interleaved rounds)")
 for k, v in t.items():
-    print(f"  {k:9} median {m[k]:7.2f} ms   mean {statistics.mean(v):7.2f} ms   min {min(v):7.2f} ms")
-print(f"end to end: bastion/floor {m['bastion']/m['floor']:.3f}x   baseline/floor {m['baseline']/m['floor']:.3f}x   bastion/baseline {m['bastion']/m['baseline']:.3f}x (ratio of medians)")
-# Per-round ratios: each round's three logins saw about the same load.
+    print(f"  {k:9} median {m[k]:8.2f} ms   mean {statistics.mean(v):8.2f} ms   min {min(v):8.2f} ms")
 pr = lambda a, b: statistics.median(x / y for x, y in zip(t[a], t[b]))
-print(f"end to end: bastion/floor {pr('bastion', 'floor'):.3f}x   baseline/floor {pr('baseline', 'floor'):.3f}x   bastion/baseline {pr('bastion', 'baseline'):.3f}x (median of per-round ratios)")
+print(f"  ratio of medians:          bastion/floor {m['bastion']/m['floor']:.3f}x   baseline/floor {m['baseline']/m['floor']:.3f}x   bastion/baseline {m['bastion']/m['baseline']:.3f}x")
+print(f"  median of per-round ratios: bastion/floor {pr('bastion', 'floor'):.3f}x   baseline/floor {pr('baseline', 'floor'):.3f}x   bastion/baseline {pr('bastion', 'baseline'):.3f}x")
 PY
 
-echo "== the wrapper alone, no ssh ($MICRO_RUNS runs each)"
-RT=$R/run/bastion/runtime.json
-hyperfine -N -w 20 -r "$MICRO_RUNS" --export-json "$T/micro.json" \
-  -n floor "/bin/sh -c true" \
-  -n baseline "env -i PATH=$BB:/usr/bin:/bin FORCE_COMMAND=true BASELINE_LOCK=$T/baseline-lock/lock $BB/sh $BASELINE/wrapper.sh" \
-  -n bastion "env -i $BIN/bastion-wrapper --runtime $RT"
-
-python3 - "$T/micro.json" <<'PY'
+SSHJ=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' $SSH)
+python3 "$T/interleave.py" "end to end: ssh agent@127.0.0.1 cmd" "$RUNS" "$(python3 - "$SSHJ" "$P_FLOOR" "$P_BASE" "$P_BASTION" <<'PY'
 import json, sys
-for label, path in zip(["wrapper alone"], sys.argv[1:]):
-    r = {x["command"]: x for x in json.load(open(path))["results"]}
-    f, b, x = (r[k]["mean"] * 1000 for k in ("floor", "baseline", "bastion"))
-    sb, sx = (r[k]["stddev"] * 1000 for k in ("baseline", "bastion"))
-    print(f"{label}: floor {f:.2f} ms, baseline {b:.2f} ms (±{sb:.2f}), bastion {x:.2f} ms (±{sx:.2f})")
-    print(f"  bastion/floor {x/f:.3f}x   baseline/floor {b/f:.3f}x   bastion/baseline {x/b:.3f}x")
+ssh = json.loads(sys.argv[1])
+print(json.dumps({k: ssh + ["-p", p, "agent@127.0.0.1", "cmd"] for k, p in zip(["floor", "baseline", "bastion"], sys.argv[2:5])}))
 PY
+)"
+
+RT=$R/run/bastion/runtime.json
+python3 "$T/interleave.py" "the wrapper alone, no ssh (floor: /bin/sh -c true)" "$MICRO_RUNS" "$(python3 - "$BB" "$BASELINE" "$T" "$BIN" "$RT" <<'PY'
+import json, sys
+bb, base, t, bin_, rt = sys.argv[1:]
+print(json.dumps({
+    "floor": ["env", "-i", "/bin/sh", "-c", "true"],
+    "baseline": ["env", "-i", f"PATH={bb}:/usr/bin:/bin", "FORCE_COMMAND=true", f"BASELINE_LOCK={t}/baseline-lock/lock", f"{bb}/sh", f"{base}/wrapper.sh"],
+    "bastion": ["env", "-i", f"{bin_}/bastion-wrapper", "--runtime", rt],
+}))
+PY
+)"

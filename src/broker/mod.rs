@@ -317,7 +317,7 @@ pub mod probe {
     /// The `regex` pattern a rule translates to, or why it is refused.
     pub fn translate(rule: &str) -> Result<String, String> {
         super::ere::translate(rule)
-            .map(|t| t.pattern)
+            .map(|t| t.pattern())
             .map_err(|e| e.to_string())
     }
 
@@ -335,6 +335,27 @@ pub mod probe {
             .iter()
             .map(|r| super::rules::first_match(&rules, r).is_some())
             .collect())
+    }
+
+    /// Fuzz oracle: for a rule the broker accepts, the translated pattern
+    /// compiles, and the decision path (literal shortcuts, the rule set)
+    /// agrees with the compiled pattern on `request`. Err describes a bug.
+    pub fn check_consistency(rule: &str, request: &str) -> Result<(), String> {
+        let Ok(t) = super::ere::translate(rule) else {
+            return Ok(());
+        };
+        let re = regex::RegexBuilder::new(&t.pattern())
+            .size_limit(64 << 20)
+            .build()
+            .map_err(|e| format!("accepted rule {rule:?} does not compile: {e}"))?;
+        let direct = re.is_match(request);
+        let decided = matches(rule, &[request])?[0];
+        if direct != decided {
+            return Err(format!(
+                "rule {rule:?} request {request:?}: regex {direct}, decision {decided}"
+            ));
+        }
+        Ok(())
     }
 
     /// The code-point ranges of a POSIX class as the broker reads it.
@@ -356,5 +377,38 @@ pub mod probe {
             list_error: None,
         };
         super::decide(&cfg, &loaded, request).map_err(|r| r.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_boot_names_each_bad_rule_and_line() {
+        let errors = validate_boot("ls\n# comment\n(a)\\1\n\n[z-a]\nuptime", "");
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 2, "{shown:#?}");
+        assert!(
+            shown[0].starts_with(
+                "config error: ALLOWED_COMMANDS: rule \"(a)\\1\" (ALLOWED_COMMANDS line 3) refused"
+            ),
+            "{}",
+            shown[0]
+        );
+        assert!(
+            shown[1].contains("\"[z-a]\" (ALLOWED_COMMANDS line 5)"),
+            "{}",
+            shown[1]
+        );
+        assert!(validate_boot("ls\nuptime( -p)?", "docker exec app").is_empty());
+    }
+
+    #[test]
+    fn validate_boot_rejects_an_unsplittable_prefix() {
+        let errors = validate_boot("ls", "docker exec 'app");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].var, "COMMAND_PREFIX");
+        assert!(errors[0].to_string().contains("docker exec 'app"));
     }
 }

@@ -1,23 +1,32 @@
 //! Response bodies: a fixed text, or a command's output as it is produced.
 //! A command that failed ends its body with an error, which makes hyper cut
 //! the connection without the terminating chunk; that error is held back
-//! until the output before it has reached the socket.
+//! until the output before it has reached the socket (for at most the
+//! stall timeout: a client that reads nothing does not keep its connection).
+//! Only an explicit `End` or trailers end a body cleanly.
 
 use super::conn_io::ConnShared;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use hyper::HeaderMap;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Sleep;
 
 /// What the command runner sends to the body. The channel closing without
-/// `Failed` is a clean end.
+/// `End` or `Trailers` (the runner gave up on the client) cuts the
+/// connection at once.
 #[derive(Debug)]
 pub(crate) enum Output {
     Data(Bytes),
+    /// The command exited 0.
+    End,
+    /// The exit code, for a client that asked for trailers.
     Trailers(HeaderMap),
     Failed(CommandFailed),
 }
@@ -45,6 +54,9 @@ pub(crate) struct StreamBody {
     rx: mpsc::Receiver<Output>,
     conn: Arc<ConnShared>,
     failed: Option<CommandFailed>,
+    /// How long a failure waits for the output before it to be flushed.
+    stall_timeout: Duration,
+    flush_deadline: Option<Pin<Box<Sleep>>>,
     started: bool,
     done: bool,
 }
@@ -54,11 +66,17 @@ impl Body {
         Body::Full(Some(s.into()))
     }
 
-    pub(crate) fn stream(rx: mpsc::Receiver<Output>, conn: Arc<ConnShared>) -> Self {
+    pub(crate) fn stream(
+        rx: mpsc::Receiver<Output>,
+        conn: Arc<ConnShared>,
+        stall_timeout: Duration,
+    ) -> Self {
         Body::Stream(StreamBody {
             rx,
             conn,
             failed: None,
+            stall_timeout,
+            flush_deadline: None,
             started: false,
             done: false,
         })
@@ -109,8 +127,14 @@ impl StreamBody {
         }
         if let Some(f) = self.failed {
             // Cutting the connection drops whatever hyper still buffers:
-            // wait until it is on the socket.
-            std::task::ready!(self.conn.poll_flushed(cx));
+            // wait until it is on the socket, or the client proved it reads
+            // nothing.
+            let deadline = self
+                .flush_deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.stall_timeout)));
+            if self.conn.poll_flushed(cx).is_pending() && deadline.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
             self.done = true;
             return Poll::Ready(Some(Err(f)));
         }
@@ -123,13 +147,17 @@ impl StreamBody {
                 self.done = true;
                 Poll::Ready(Some(Ok(Frame::trailers(t))))
             }
+            Some(Output::End) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
             Some(Output::Failed(f)) => {
                 self.failed = Some(f);
                 self.poll_frame(cx)
             }
             None => {
                 self.done = true;
-                Poll::Ready(None)
+                Poll::Ready(Some(Err(CommandFailed { exit_code: -1 })))
             }
         }
     }

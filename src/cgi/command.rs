@@ -42,6 +42,9 @@ pub(crate) struct Launcher {
     pub(crate) account: Account,
     /// The account's home if it exists (the command's working directory).
     pub(crate) workdir: PathBuf,
+    /// How long output may wait for a client that does not read before the
+    /// client counts as gone.
+    pub(crate) stall_timeout: std::time::Duration,
 }
 
 /// One command to run.
@@ -94,8 +97,16 @@ impl Launcher {
             }
         };
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        tokio::spawn(supervise(child, pgid, pipe, tx, job, shutdown));
-        Ok(Body::stream(rx, conn))
+        tokio::spawn(supervise(
+            child,
+            pgid,
+            pipe,
+            tx,
+            job,
+            shutdown,
+            self.stall_timeout,
+        ));
+        Ok(Body::stream(rx, conn, self.stall_timeout))
     }
 }
 
@@ -104,6 +115,8 @@ impl Launcher {
 enum Stop {
     /// The client went away: nobody to answer.
     ClientGone,
+    /// The client stopped reading: treated as gone.
+    ClientStalled,
     /// The listener is stopping: the client is told the command failed.
     Shutdown,
 }
@@ -117,6 +130,7 @@ async fn supervise(
     tx: mpsc::Sender<Output>,
     job: Job,
     mut shutdown: watch::Receiver<bool>,
+    stall_timeout: std::time::Duration,
 ) {
     let Job {
         want_trailers,
@@ -124,7 +138,7 @@ async fn supervise(
         permit,
         ..
     } = job;
-    let mut stop = pump(&mut pipe, &tx, &mut shutdown).await;
+    let mut stop = pump(&mut pipe, &tx, &mut shutdown, stall_timeout).await;
     drop(pipe);
     if stop.is_some() {
         let _ = process_group::kill_group(pgid);
@@ -151,26 +165,32 @@ async fn supervise(
     let code = status.as_ref().map_or(-1, |s| exit_code(*s));
     let (exit, note) = match (stop, &status) {
         (Some(Stop::ClientGone), _) => (Exit::Killed, Some("client gone".to_owned())),
+        (Some(Stop::ClientStalled), _) => (
+            Exit::Killed,
+            Some(format!(
+                "client read nothing for {} s",
+                stall_timeout.as_secs()
+            )),
+        ),
         (Some(Stop::Shutdown), _) => (Exit::Killed, Some("listener stopping".to_owned())),
         (None, Err(e)) => (Exit::Code(code), Some(format!("wait failed: {e}"))),
         (None, Ok(_)) => (Exit::Code(code), None),
     };
-    if stop != Some(Stop::ClientGone) {
+    if !matches!(stop, Some(Stop::ClientGone | Stop::ClientStalled)) {
         let last = if want_trailers {
             let mut t = HeaderMap::new();
             t.insert(
                 HeaderName::from_static(EXIT_CODE_TRAILER),
                 HeaderValue::from(code),
             );
-            Some(Output::Trailers(t))
+            Output::Trailers(t)
         } else if code != 0 {
-            Some(Output::Failed(CommandFailed { exit_code: code }))
+            Output::Failed(CommandFailed { exit_code: code })
         } else {
-            None
+            Output::End
         };
-        if let Some(last) = last {
-            let _ = tx.send(last).await;
-        }
+        // A client that reads nothing gets its connection cut instead.
+        let _ = tokio::time::timeout(stall_timeout, tx.send(last)).await;
     }
     drop(tx);
     drop(permit);
@@ -182,6 +202,7 @@ async fn pump(
     pipe: &mut pipe::Receiver,
     tx: &mpsc::Sender<Output>,
     shutdown: &mut watch::Receiver<bool>,
+    stall_timeout: std::time::Duration,
 ) -> Option<Stop> {
     let mut buf = BytesMut::new();
     loop {
@@ -198,7 +219,11 @@ async fn pump(
         }
         let data = buf.split().freeze();
         tokio::select! {
-            r = tx.send(Output::Data(data)) => if r.is_err() { return Some(Stop::ClientGone) },
+            r = tokio::time::timeout(stall_timeout, tx.send(Output::Data(data))) => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Some(Stop::ClientGone),
+                Err(_) => return Some(Stop::ClientStalled),
+            },
             _ = shutdown.changed() => return Some(Stop::Shutdown),
         }
     }

@@ -32,6 +32,8 @@ pub(crate) const DEFAULT_PORT: u16 = 8080;
 pub(crate) const DEFAULT_MAX_COMMANDS: u32 = 32;
 /// Default time a client has to send a complete request head.
 pub(crate) const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Default time output may wait for a client that reads nothing.
+pub(crate) const DEFAULT_STALL_TIMEOUT_SECS: u64 = 60;
 /// How long a stopping listener waits for killed commands to be reaped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -102,6 +104,11 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     header_timeout: u64,
+    /// Seconds a command's output may wait for a client that reads
+    /// nothing; then the client counts as gone and the command is killed.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STALL_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    stall_timeout: u64,
 }
 
 enum BootError {
@@ -212,6 +219,7 @@ fn run(args: Args) -> Result<(), BootError> {
         runtime: args.runtime.clone(),
         account: account.clone(),
         workdir,
+        stall_timeout: Duration::from_secs(args.stall_timeout),
     };
     let limits = server::Limits {
         header_timeout: Duration::from_secs(args.header_timeout),

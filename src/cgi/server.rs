@@ -285,6 +285,12 @@ impl App {
         };
         entry.command = request.as_deref().map(crate::audit::escape_bytes);
 
+        if *self.shutdown.borrow() {
+            return log(
+                &entry,
+                closing(StatusCode::SERVICE_UNAVAILABLE, "the listener is stopping"),
+            );
+        }
         let Ok(permit) = self.commands.clone().try_acquire_owned() else {
             let mut r = text(
                 StatusCode::SERVICE_UNAVAILABLE,

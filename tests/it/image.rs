@@ -61,8 +61,9 @@ struct Facts {
     dirs: BTreeMap<String, String>,
     /// Files copied into `/usr/local/bin/`.
     binaries: BTreeSet<String>,
-    /// `chown`/`chmod` applied to the binaries.
-    binary_perms: BTreeSet<String>,
+    /// Every `chown`/`chmod` (the binaries' owner and mode, and no
+    /// group/world-writable directory that sshd checks).
+    perms: BTreeSet<String>,
     copies_rootfs: bool,
     exposed: BTreeSet<u16>,
     healthcheck: Option<String>,
@@ -98,7 +99,7 @@ fn facts(text: &str) -> Facts {
         user: None,
         dirs: BTreeMap::new(),
         binaries: BTreeSet::new(),
-        binary_perms: BTreeSet::new(),
+        perms: BTreeSet::new(),
         copies_rootfs: false,
         exposed: BTreeSet::new(),
         healthcheck: None,
@@ -258,8 +259,8 @@ fn run_command(
                 }
             }
         }
-        "chown" | "chmod" if last.starts_with("/usr/local/bin/") => {
-            f.binary_perms.insert(words.join(" "));
+        "chown" | "chmod" => {
+            f.perms.insert(words.join(" "));
         }
         _ => {}
     }
@@ -312,7 +313,7 @@ fn drift(alpine: &Facts, test: &Facts) -> Vec<String> {
     same!(user);
     same!(dirs);
     same!(binaries);
-    same!(binary_perms);
+    same!(perms);
     same!(copies_rootfs);
     same!(exposed);
     same!(healthcheck);
@@ -357,6 +358,7 @@ fn drift_in_any_fact_is_reported() {
         (" /run/bastion \\", " \\"),
         (" bin/bastion-keys /usr/local/bin/", " /usr/local/bin/"),
         ("chmod 0755 /usr/local/bin", "chmod 0775 /usr/local/bin"),
+        ("chmod go-w / /etc /usr", "chmod go-w /etc /usr"),
         ("COPY rootfs/ /", "COPY rootfs/ /srv/"),
         ("EXPOSE 22 8080", "EXPOSE 22"),
         ("SSH_PORT:-22", "SSH_PORT:-2222"),
@@ -416,12 +418,14 @@ fn image_matches_the_spec() {
         cargo_bins(),
         "the image must carry exactly the binaries of Cargo.toml"
     );
-    assert!(f
-        .binary_perms
-        .contains("chown root:root /usr/local/bin/bastion-*"));
-    assert!(f
-        .binary_perms
-        .contains("chmod 0755 /usr/local/bin/bastion-*"));
+    for p in [
+        "chown root:root /usr/local/bin/bastion-*",
+        "chmod 0755 /usr/local/bin/bastion-*",
+        "chmod go-w / /etc /usr",
+        "chmod -R go-w /usr/local /etc/bastion /etc/ssh",
+    ] {
+        assert!(f.perms.contains(p), "`{p}` is missing: {:?}", f.perms);
+    }
     assert!(f.copies_rootfs, "COPY rootfs/ / is missing");
     assert!(f.healthcheck.is_some(), "HEALTHCHECK is missing");
     assert_eq!(f.user_instr, None, "sshd needs root: no USER instruction");
@@ -444,7 +448,9 @@ fn alpine_build_is_static_multi_stage_with_the_spec_packages() {
         .iter()
         .any(|i| i.keyword == "ARG" && i.args == "ALPINE_VERSION=3.21"));
     assert!(text.contains("+crt-static"), "binaries must be static");
-    assert!(text.contains("cargo build --release --locked"));
+    // RUSTFLAGS with +crt-static but no --target would also hit proc-macro
+    // crates, which cannot be static on musl: the build would fail.
+    assert!(text.contains("cargo build --release --locked --bins --target"));
     let apk = all
         .iter()
         .rev()
@@ -603,4 +609,56 @@ fn a_broken_compose_file_fails_docker_compose_config() {
         .args(["-f", "docker-compose.yml", "config"]);
     let out = output(&mut c);
     assert!(!out.status.success(), "{}", describe(&c, &out));
+}
+
+/// The build stage's `COPY` sources (relative to the context).
+fn build_stage_inputs(text: &str) -> Vec<String> {
+    let all = instructions(text);
+    let last_from = all.iter().rposition(|i| i.keyword == "FROM").unwrap();
+    let mut inputs = Vec::new();
+    for i in &all[..last_from] {
+        if i.keyword == "COPY" && !i.args.contains("--from") {
+            let words: Vec<&str> = i.args.split_whitespace().collect();
+            let (_, srcs) = words.split_last().unwrap();
+            inputs.extend(srcs.iter().map(|s| s.trim_end_matches('/').to_owned()));
+        }
+    }
+    inputs
+}
+
+#[test]
+fn build_stage_context_is_enough_to_build_the_binaries() {
+    // Exactly what the Alpine build stage copies, built the way it builds
+    // (minus the musl target): a file the sources need but the Dockerfile
+    // leaves out (an include_str!, a build script) fails here.
+    let inputs = build_stage_inputs(&alpine_text());
+    for want in ["Cargo.toml", "Cargo.lock", "bin", "src"] {
+        assert!(
+            inputs.iter().any(|i| i == want),
+            "the build stage lacks {want}"
+        );
+    }
+    let tmp = TempDir::new("build-context");
+    for input in &inputs {
+        let mut c = Command::new("cp");
+        c.arg("-a").arg(repo().join(input)).arg(tmp.join(input));
+        let out = output(&mut c);
+        assert!(out.status.success(), "{}", describe(&c, &out));
+    }
+    // Cargo.toml names the integration-test target; the context has none
+    // and must not need it for `--bins`.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+        .join("image-build-context");
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(tmp.path())
+        .args(["check", "--locked", "--offline", "--bins", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target);
+    let out = output(&mut c);
+    assert!(
+        out.status.success(),
+        "the Alpine build stage would fail:\n{}",
+        describe(&c, &out)
+    );
 }

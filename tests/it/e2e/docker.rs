@@ -428,3 +428,22 @@ pub fn show(out: &Output) -> String {
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     crate::harness::wait_until(timeout, &mut f)
 }
+
+/// The host keys sshd presents on `port`, sorted.
+pub fn host_keys(port: u16) -> Vec<String> {
+    let mut c = Command::new("ssh-keyscan");
+    c.args(["-T", "10", "-p", &port.to_string(), "127.0.0.1"]);
+    let out = output(&mut c);
+    let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' ').map(|(_, k)| k.to_owned()))
+        .collect();
+    keys.sort();
+    assert!(
+        !keys.is_empty(),
+        "no host key on port {port}\n{}",
+        show(&out)
+    );
+    keys
+}

@@ -3,7 +3,7 @@
 //! prompt, clean `docker stop` with no zombies left behind.
 
 use super::docker::{
-    client_key, curl, docker, eventually, require, show, ssh, Container, Network, Proc,
+    client_key, curl, docker, eventually, host_keys, require, show, ssh, Container, Network, Proc,
 };
 use crate::harness::{output, TempDir};
 use std::process::Command;
@@ -42,25 +42,6 @@ fn config_errors_exit_78_with_one_readable_line_each() {
     );
     // Not restarted by anything inside: it stays down with 78.
     assert_eq!(bastion.inspect("{{.RestartCount}}"), "0");
-}
-
-/// The host keys sshd presents on `port`, sorted.
-fn host_keys(port: u16) -> Vec<String> {
-    let mut c = Command::new("ssh-keyscan");
-    c.args(["-T", "10", "-p", &port.to_string(), "127.0.0.1"]);
-    let out = output(&mut c);
-    let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' ').map(|(_, k)| k.to_owned()))
-        .collect();
-    keys.sort();
-    assert!(
-        !keys.is_empty(),
-        "no host key on port {port}\n{}",
-        show(&out)
-    );
-    keys
 }
 
 #[test]
@@ -264,5 +245,40 @@ fn healthy_then_docker_stop_ends_cleanly_without_zombies() {
     assert!(
         logs.contains("Received signal 15"),
         "sshd did not get SIGTERM:\n{logs}"
+    );
+}
+
+#[test]
+fn healthcheck_follows_ssh_port() {
+    let image = require();
+    let net = Network::new("health");
+    let bastion = Container::run(
+        &net,
+        "bastion",
+        &[
+            "-p",
+            "127.0.0.1::2200",
+            "--health-interval",
+            "1s",
+            "-e",
+            "SSH_PORT=2200",
+            "-e",
+            "FORCE_COMMAND=true",
+            &image,
+        ],
+    );
+    let port = bastion.port(2200);
+    assert!(
+        eventually(Duration::from_secs(30), || super::docker::banner(port)
+            .is_some()),
+        "sshd does not answer on SSH_PORT\n{}",
+        bastion.logs()
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || bastion
+            .inspect("{{.State.Health.Status}}")
+            == "healthy"),
+        "never healthy on SSH_PORT=2200: {}",
+        bastion.inspect("{{json .State.Health}}")
     );
 }

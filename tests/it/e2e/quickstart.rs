@@ -2,7 +2,7 @@
 //! nothing else (its image swapped for the test image, its port for a free
 //! one).
 
-use super::docker::{banner, client_key, require, show, ssh, unique};
+use super::docker::{banner, client_key, host_keys, require, show, ssh, unique};
 use crate::harness::{describe, free_port, output, repo, TempDir};
 use std::path::Path;
 use std::process::Command;
@@ -71,11 +71,7 @@ fn quickstart_compose_up_and_ssh() {
         port: free_port(),
     };
     project.compose(&["up", "-d"]);
-    let end = Instant::now() + Duration::from_secs(60);
-    while banner(project.port).is_none() {
-        assert!(Instant::now() < end, "the quickstart's sshd never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_banner(project.port);
     let out = ssh(project.port, &key, false, &["rm", "-rf", "/"], b"");
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -84,4 +80,23 @@ fn quickstart_compose_up_and_ssh() {
         "{}",
         show(&out)
     );
+
+    // As its README says: the host keys survive `down` + `up` (not `down -v`).
+    let before = host_keys(project.port);
+    project.compose(&["down", "-t", "2"]);
+    project.compose(&["up", "-d"]);
+    wait_banner(project.port);
+    assert_eq!(
+        host_keys(project.port),
+        before,
+        "host keys changed across down/up"
+    );
+}
+
+fn wait_banner(port: u16) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while banner(port).is_none() {
+        assert!(Instant::now() < end, "the quickstart's sshd never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

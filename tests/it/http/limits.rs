@@ -315,14 +315,44 @@ fn sigterm_kills_running_commands_and_stops() {
     assert!(wait_until(PATIENCE, || !alive(shell)));
     assert!(b.err.text().contains("SIGTERM"));
     // The client is told the command did not finish: no clean end.
-    let mut got = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut s, &mut got);
-    let mut all = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
-    all.extend_from_slice(&got);
-    assert!(
-        !parse_response(&all).terminated,
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
+    let _ = std::io::Read::read_to_end(&mut s, &mut all);
+    let w = parse_response(&all);
+    assert_eq!(w.body_text(), "started\n");
+    assert!(!w.terminated, "{}", String::from_utf8_lossy(&all));
     b.wait_log(&["exit=killed", "note=\"listener stopping\""]);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_its_command_killed() {
+    // Endless output, a client that never reads: once every buffer is
+    // full, the command waits on it; after the stall timeout it is killed
+    // and the lock released, instead of holding both forever.
+    let b = Bastion::start(
+        Opts::force("echo $$ > {w}/shell; exec yes")
+            .arg("--stall-timeout")
+            .arg("1"),
+    );
+    let mut s = b.connect();
+    s.write_all(&run_request("")).unwrap();
+    let line = b.wait_log(&["exit=killed", "note=\"client read nothing for 1 s\""]);
+    assert!(line.contains("status=200"), "{line}");
+    let shell: u32 = std::fs::read_to_string(b.w().join("shell"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(wait_until(PATIENCE, || !alive(shell)));
+    let lock = std::fs::File::open(b.tmp.join("command.lock")).unwrap();
+    assert!(wait_until(PATIENCE, || lock.try_lock().is_ok()));
+    // Reading now, the client finds the connection cut, not a clean end.
+    let got = read_to_eof(&mut s);
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(!got.ends_with(b"0\r\n\r\n"), "a clean end after a kill");
+    // A command that is merely silent for longer is not affected.
+    let quiet = Bastion::start(
+        Opts::force("sleep 2; echo late")
+            .arg("--stall-timeout")
+            .arg("1"),
+    );
+    assert_eq!(stdout(&quiet.run(&[])), "late\n");
 }
