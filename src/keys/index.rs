@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
@@ -246,8 +246,8 @@ pub(crate) fn start(dir: &Path) {
         .spawn();
 }
 
-/// The index process: answers until the directory goes away, the mounts
-/// change, or no one asked for `IDLE_EXIT`.
+/// The index process: answers until the directory goes away or no one
+/// asked for `IDLE_EXIT`.
 pub(crate) fn serve(dir: &Path) -> io::Result<()> {
     let id = dir_id(dir)?;
     let listener = match UnixListener::bind_addr(&address(id)?) {
@@ -257,14 +257,12 @@ pub(crate) fn serve(dir: &Path) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     listener.set_nonblocking(true)?;
-    let mut index = Index::start(dir.to_owned(), id);
-    if index.dir_wd < 0 {
-        // No directory to watch (gone already, or unreadable): callers
-        // read it themselves, and a later call starts a new index.
+    let mounts = std::fs::File::open("/proc/self/mountinfo")?;
+    let mut index = Index::start(dir.to_owned(), id, mounts)?;
+    if dir_id(dir).ok() != Some(id) {
+        // Gone or replaced already: a later call starts a new index.
         return Ok(());
     }
-    let mut mounts = std::fs::File::open("/proc/self/mountinfo")?;
-    io::copy(&mut mounts, &mut io::sink())?;
     let mut last_question = Instant::now();
     loop {
         let inotify_fd = index.inotify.as_ref().map_or(-1, |i| i.raw_fd());
@@ -272,14 +270,12 @@ pub(crate) fn serve(dir: &Path) -> io::Result<()> {
             &[
                 (listener.as_raw_fd(), false),
                 (inotify_fd, false),
-                (mounts.as_raw_fd(), true),
+                (index.mounts.as_raw_fd(), true),
             ],
             Duration::from_secs(60),
         )?;
         if ready[2] {
-            // A mount appeared or went away, maybe over an entry: no event
-            // tells us; the next caller starts a fresh index.
-            return Ok(());
+            index.mounts_changed()?;
         }
         if ready[1] && !index.catch_up() {
             return Ok(());
@@ -305,6 +301,7 @@ pub(crate) fn serve(dir: &Path) -> io::Result<()> {
         if last_question.elapsed() > IDLE_EXIT || dir_id(dir).ok() != Some(index.dir_id) {
             return Ok(());
         }
+        index.retry_if_degraded();
     }
 }
 
@@ -312,32 +309,72 @@ pub(crate) fn serve(dir: &Path) -> io::Result<()> {
 struct Index {
     dir: PathBuf,
     dir_id: (u64, u64),
+    /// Polled for a change of the mount table (a mount over an entry
+    /// makes no event in the directory).
+    mounts: std::fs::File,
     /// `None` when inotify could not be set up: every answer is degraded.
     inotify: Option<Inotify>,
     dir_wd: i32,
     entries: Entries,
     /// Inode watch -> the entry names that were that inode.
     watched: HashMap<i32, BTreeSet<OsString>>,
+    /// Why the index cannot vouch for its view now (callers then read
+    /// every file, and log this); retried once a minute.
     degraded: Option<String>,
+    last_try: Instant,
 }
 
 impl Index {
-    fn start(dir: PathBuf, id: (u64, u64)) -> Index {
+    fn start(dir: PathBuf, id: (u64, u64), mut mounts: std::fs::File) -> io::Result<Index> {
+        // Reading the table arms the change notification.
+        io::copy(&mut mounts, &mut io::sink())?;
         let mut ix = Index {
             dir,
             dir_id: id,
+            mounts,
             inotify: None,
             dir_wd: -1,
             entries: Entries::default(),
             watched: HashMap::new(),
             degraded: None,
+            last_try: Instant::now(),
         };
-        match Inotify::new() {
-            Ok(i) => ix.inotify = Some(i),
-            Err(e) => ix.degraded = Some(format!("inotify: {e}")),
+        ix.set_up();
+        Ok(ix)
+    }
+
+    /// A mount appeared or went away, maybe over an entry: read everything
+    /// again, and the table, which re-arms the notification.
+    fn mounts_changed(&mut self) -> io::Result<()> {
+        self.mounts.seek(io::SeekFrom::Start(0))?;
+        io::copy(&mut self.mounts, &mut io::sink())?;
+        self.set_up();
+        Ok(())
+    }
+
+    fn set_up(&mut self) {
+        self.last_try = Instant::now();
+        self.degraded = None;
+        if self.inotify.is_none() {
+            match Inotify::new() {
+                Ok(i) => self.inotify = Some(i),
+                Err(e) => {
+                    self.degraded = Some(format!(
+                        "inotify: {e} (raise fs.inotify.max_user_instances)"
+                    ));
+                    return;
+                }
+            }
         }
-        ix.rescan();
-        ix
+        self.rescan();
+    }
+
+    /// A limit raised or a file fixed since: try again, at most once a
+    /// minute (a full read each time).
+    fn retry_if_degraded(&mut self) {
+        if self.degraded.is_some() && self.last_try.elapsed() >= Duration::from_secs(60) {
+            self.set_up();
+        }
     }
 
     /// Forgets everything and reads the directory again: watch first, then
@@ -471,7 +508,13 @@ impl Index {
         let q = String::from_utf8_lossy(&q);
         let q = q.trim_end();
         let fingerprint = (q != "-").then_some(q);
-        // Everything that changed before the question was sent is queued now.
+        // Everything that changed before the question was sent is queued
+        // now, and a mount made before it is in the table.
+        let mounts_moved =
+            sys::poll(&[(self.mounts.as_raw_fd(), true)], Duration::ZERO).map_or(true, |r| r[0]);
+        if mounts_moved && self.mounts_changed().is_err() {
+            return false;
+        }
         let alive = self.catch_up();
         let moved = dir_id(&self.dir).ok() != Some(self.dir_id);
         let mut a = Reply {

@@ -172,6 +172,14 @@ fn index_is_never_stale_under_a_burst_of_changes() {
     // read everything again.
     let pid = index_pid(&k.users_d).expect("index pid").to_string();
     harness::run_expect(harness::clean_cmd("kill").args(["-STOP", &pid]), 0);
+    // Resumed on drop too, so a failure never leaves it stopped.
+    struct Resume(String);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = harness::output(harness::clean_cmd("kill").args(["-CONT", &self.0]));
+        }
+    }
+    let resume = Resume(pid);
     for i in 0..6000 {
         let p = k.users_d.join(format!("u{i:05}.pub"));
         std::fs::write(&p, &a).unwrap();
@@ -179,7 +187,7 @@ fn index_is_never_stale_under_a_burst_of_changes() {
             std::fs::remove_file(&p).unwrap();
         }
     }
-    harness::run_expect(harness::clean_cmd("kill").args(["-CONT", &pid]), 0);
+    drop(resume);
     let (out, _) = same_answer(&k, &[harness::SESSION_USER]);
     assert_eq!(out.lines().count(), 1 + 3000, "seed + the odd files");
 }
@@ -202,5 +210,104 @@ fn index_goes_away_with_its_directory() {
     assert!(
         harness::wait_until(Duration::from_secs(90), || !index_running(&k.users_d)),
         "the index outlived its directory"
+    );
+}
+
+/// Unmounts on drop, also when the test fails.
+struct BindMount(std::path::PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = harness::output(harness::clean_cmd("umount").arg(&self.0));
+    }
+}
+
+#[test]
+fn index_sees_a_file_bind_mounted_into_the_directory() {
+    // As `docker run -v key.pub:/etc/bastion/users.d/me.pub` does: no event
+    // reaches the directory's watch, neither for the mount nor for writes
+    // to the mounted file.
+    let k = Keys::new("keys-index-mount");
+    let (_, a) = k.client_key("a");
+    let (_, b) = k.client_key("b");
+    let (_, c) = k.client_key("c");
+    let target = k.pubfile("me.pub", &a);
+    start_index(&k);
+    let source = k.tmp.write("host-me.pub", &b);
+    harness::set_mode(&source, 0o644);
+    harness::run_expect(
+        harness::clean_cmd("mount")
+            .arg("--bind")
+            .arg(&source)
+            .arg(&target),
+        0,
+    );
+    let _mount = BindMount(target.clone());
+    let (out, _) = same_answer(&k, &[harness::SESSION_USER]);
+    assert_eq!(out, format!("restrict {} me\n", super::bare(&b)));
+    write_in_place(&source, &c);
+    let (out, _) = same_answer(&k, &[harness::SESSION_USER]);
+    assert_eq!(out, format!("restrict {} me\n", super::bare(&c)));
+}
+
+#[test]
+fn a_socket_held_by_another_user_is_never_believed() {
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Stdio;
+    // The session user binds the index's socket name before the index
+    // starts and answers with its own key: bastion-keys must notice that
+    // the socket is not its user's, say so, and read the files itself.
+    let k = Keys::new("keys-index-squat");
+    let (_, alice) = k.client_key("alice");
+    let (_, evil) = k.client_key("evil");
+    k.pubfile("alice.pub", &alice);
+    let meta = std::fs::metadata(&k.users_d).unwrap();
+    let name = format!("bastion-keys/v1/65534/{}:{}", meta.dev(), meta.ino());
+    let forged = serde_json::json!({
+        "dir": [meta.dev(), meta.ino()],
+        "degraded": null,
+        "problems": [],
+        "keys": [{"identity": "alice", "line": 1, "key": super::bare(&evil)}],
+    })
+    .to_string();
+    let script = r#"
+        use Socket;
+        socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
+        bind($s, pack_sockaddr_un("\0" . $ARGV[0])) or die "bind: $!";
+        listen($s, 16) or die "listen: $!";
+        $| = 1; print "ready\n";
+        while (accept(my $c, $s)) { my $q = <$c>; print $c $ARGV[1]; close $c; }
+    "#;
+    let mut squatter = harness::clean_cmd("setpriv")
+        .args([
+            "--reuid",
+            harness::SESSION_USER,
+            "--regid",
+            harness::SESSION_USER,
+        ])
+        .args(["--clear-groups", "perl", "-e", script, &name, &forged])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready, "ready\n");
+
+    let out = k.run(&[harness::SESSION_USER]);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert_eq!(
+        harness::stdout(&out),
+        format!("restrict {} alice\n", super::bare(&alice))
+    );
+    assert!(
+        harness::stderr(&out).contains("key index socket not used (it is held by uid"),
+        "{}",
+        harness::stderr(&out)
     );
 }
