@@ -132,3 +132,65 @@ fn deploy_command_over_http_with_a_bearer_token() {
     );
     assert_eq!(sibling.exec_ok(&["cat", "/tmp/deployed"]), "v2");
 }
+
+#[test]
+fn token_from_a_root_only_file_like_a_docker_secret() {
+    // The examples' pattern: HTTP_TOKEN_FILE pointing at a mounted secret.
+    let image = require();
+    let tmp = TempDir::new("e2e-secret");
+    let secret = tmp.write("token.txt", "file-token-0123456789\n");
+    let net = Network::new("secret");
+
+    // Readable by the session user: refused at boot, secret not printed.
+    crate::harness::set_mode(&secret, 0o644);
+    let mount = format!("{}:/run/secrets/token:ro", secret.display());
+    let args = [
+        "-p",
+        "127.0.0.1::8080",
+        "-v",
+        &mount,
+        "-e",
+        "FORCE_COMMAND=echo reloaded",
+        "-e",
+        "HTTP_TOKEN_FILE=/run/secrets/token",
+        &image,
+    ];
+    let open = Container::run(&net, "open", &args);
+    assert_eq!(open.wait_exit(), 78, "{}", open.logs());
+    let logs = open.logs();
+    assert!(logs.contains("HTTP_TOKEN_FILE"), "{logs}");
+    assert!(
+        !logs.contains("file-token-0123456789"),
+        "secret in the logs:\n{logs}"
+    );
+
+    // Root-only (chown root:root, chmod 0400): the listener uses it, and a
+    // session cannot read it back.
+    crate::harness::set_mode(&secret, 0o400);
+    let bastion = Container::run(&net, "bastion", &args);
+    let port = bastion.wait_http();
+    let r = curl(
+        port,
+        "/cgi-bin/run",
+        &["-H", "Authorization: Bearer file-token-0123456789"],
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "reloaded\n"), "{r:?}");
+    let peek = bastion.exec(&[
+        "su",
+        "-s",
+        "/bin/sh",
+        "agent",
+        "-c",
+        "cat /run/secrets/token; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline",
+    ]);
+    let seen = format!(
+        "{}{}",
+        String::from_utf8_lossy(&peek.stdout),
+        String::from_utf8_lossy(&peek.stderr)
+    );
+    assert!(seen.contains("Permission denied"), "{seen}");
+    assert!(
+        !seen.contains("file-token-0123456789"),
+        "the session user can read the token:\n{seen}"
+    );
+}
