@@ -19,7 +19,7 @@
 #      bytes through one more process and pipe, no network).
 #
 # Needs root, the user `agent`, wrk, curl, busybox. Bounded: five wrk runs
-# of DURATION seconds, 900 short process chains and two 1 GiB transfers,
+# of DURATION seconds, 900 short process chains and four 1 GiB transfers,
 # about a minute and a half by default.
 # Usage: bench/http.sh [DURATION]     (seconds per wrk run, default 10)
 set -euo pipefail
@@ -68,32 +68,39 @@ free_port() {
   done
 }
 
-wait_port() {
-  for _ in $(seq 1 100); do
+wait_port() { # PORT LOG
+  for _ in $(seq 1 300); do
     curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
     sleep 0.1
   done
-  echo "nothing listens on $1" >&2; exit 1
+  echo "nothing listens on $1:" >&2; cat "$2"* >&2; exit 1
 }
 
-start_cgi() { # RUNTIME PORT LOG
+# Starts bastion-cgi on a port the kernel picks; sets PORT and PID.
+start_cgi() { # RUNTIME LOG
   env -i PATH=/usr/bin:/bin HTTP_TOKEN=$TOKEN "$BIN/bastion-cgi" --runtime "$1" \
-    --listen 127.0.0.1 --port "$2" >"$3" 2>"$3.err" &
-  PIDS+=($!)
-  wait_port "$2"
+    --listen 127.0.0.1 --port 0 >"$2" 2>"$2.err" &
+  PID=$!
+  PIDS+=($PID)
+  PORT=
+  for _ in $(seq 1 300); do
+    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$2.err")
+    [ -n "$PORT" ] && return 0
+    sleep 0.1
+  done
+  echo "bastion-cgi did not start:" >&2; cat "$2.err" >&2; exit 1
 }
 
 runtime "$WORK/broker.json" '{"kind":"broker"}'
 runtime "$WORK/force.json" '{"kind":"force","command":"head -c 1073741824 /dev/zero"}'
 printf '%s\n' "$RULE" > "$WORK/rules"
 
-P_CGI=$(free_port)
-start_cgi "$WORK/broker.json" "$P_CGI" "$WORK/cgi.log"
-CGI_PID=${PIDS[-1]}
+start_cgi "$WORK/broker.json" "$WORK/cgi.log"
+P_CGI=$PORT CGI_PID=$PID
 P_BASE=$(free_port)
 "$BASELINE" "$P_BASE" "$TOKEN" "$WORK/rules" >"$WORK/base.log" 2>&1 &
 PIDS+=($!)
-wait_port "$P_BASE"
+wait_port "$P_BASE" "$WORK/base.log"
 
 # 1. CPU per request of the process chains, no HTTP (bash `time` counts
 # the children's user+sys).
@@ -160,24 +167,30 @@ worst_p99() { printf '%s\n%s\n' "$(p99 "${1}1")" "$(p99 "${1}2")" | awk '
     if (v > m) { m = v; s = $1 } } END { print s }'; }
 
 # Streaming 1 GiB.
-P_FORCE=$(free_port)
-start_cgi "$WORK/force.json" "$P_FORCE" "$WORK/force.log"
+start_cgi "$WORK/force.json" "$WORK/force.log"
+P_FORCE=$PORT
 GIB=1073741824
-t0=$(date +%s.%N)
-got=$(curl -sS -H "Authorization: Bearer $TOKEN" -o /dev/null -w '%{size_download}' \
-  "http://127.0.0.1:$P_FORCE/cgi-bin/run")
-t1=$(date +%s.%N)
-[ "$got" = "$GIB" ] || { echo "streamed $got bytes, expected $GIB" >&2; exit 1; }
-floor_got=$(head -c $GIB /dev/zero | cat | wc -c)
-t2=$(date +%s.%N)
-[ "$floor_got" = "$GIB" ] || exit 1
+# Two interleaved rounds, the faster of each kept (noise only slows down).
+S_CGI=999 S_FLOOR=999
+for round in 1 2; do
+  t0=$(date +%s.%N)
+  got=$(curl -sS -H "Authorization: Bearer $TOKEN" -o /dev/null -w '%{size_download}' \
+    "http://127.0.0.1:$P_FORCE/cgi-bin/run")
+  t1=$(date +%s.%N)
+  [ "$got" = "$GIB" ] || { echo "streamed $got bytes, expected $GIB" >&2; exit 1; }
+  floor_got=$(head -c $GIB /dev/zero | cat | wc -c)
+  t2=$(date +%s.%N)
+  [ "$floor_got" = "$GIB" ] || exit 1
+  S_CGI=$(echo "s = $t1 - $t0; if (s < $S_CGI) s else $S_CGI" | bc)
+  S_FLOOR=$(echo "s = $t2 - $t1; if (s < $S_FLOOR) s else $S_FLOOR" | bc)
+done
 
 awk -v c="$(mean_rps cgi)" -v b="$(mean_rps baseline)" -v f="$(rps floor)" \
     -v cp="$(worst_p99 cgi)" -v bp="$(worst_p99 baseline)" -v fp="$(p99 floor)" \
     -v cn="$(sum_count cgi)" -v bn="$(sum_count baseline)" -v fn="$(count floor)" \
     -v xf="$CPU_FLOOR" -v xc="$CPU_CGI" -v xb="$CPU_BASE" -v n=$N \
     -v ri="$RSS_IDLE" -v rm="$RSS_MAX" -v rh="$RSS_HWM" \
-    -v s_cgi="$(echo "$t1 - $t0" | bc)" -v s_floor="$(echo "$t2 - $t1" | bc)" \
+    -v s_cgi="$S_CGI" -v s_floor="$S_FLOOR" \
     -v conns=$CONNS -v dur="$DURATION" 'BEGIN {
   printf "CPU per request without HTTP (user+sys, %d runs)\n", n
   printf "  floor: exec /bin/echo            %6.2f ms\n", xf
@@ -191,7 +204,7 @@ awk -v c="$(mean_rps cgi)" -v b="$(mean_rps baseline)" -v f="$(rps floor)" \
   printf "  %-34s %10.0f %10s %10d\n", "HTTP floor: bastion-cgi /healthz", f, fp, fn
   printf "  ratio bastion-cgi / baseline: %.1fx req/s\n", c / b
   printf "  bastion-cgi RSS: idle %.1f MiB, under load max %.1f MiB (VmHWM %.1f MiB)\n", ri/1024, rm/1024, rh/1024
-  printf "Streaming 1 GiB\n"
+  printf "Streaming 1 GiB (best of 2 rounds)\n"
   printf "  bastion-cgi + curl:     %6.2f s  %6.2f GiB/s\n", s_cgi, 1/s_cgi
   printf "  floor head|cat|wc -c:   %6.2f s  %6.2f GiB/s\n", s_floor, 1/s_floor
   printf "  ratio bastion-cgi / floor: %.2fx the time\n", s_cgi / s_floor

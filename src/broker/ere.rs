@@ -66,32 +66,52 @@ pub(crate) enum Shortcut {
     None,
 }
 
-/// A rule translated for the `regex` crate.
+/// A rule checked and ready for the `regex` crate. The pattern text is
+/// built only when a request needs it (most rules are settled by their
+/// shortcut).
 #[derive(Debug, Clone)]
 pub(crate) struct Translated {
-    /// `^(?:...)$` around the translation.
-    pub(crate) pattern: String,
+    node: Node,
     pub(crate) shortcut: Shortcut,
 }
 
+impl Translated {
+    /// `^(?:...)$` around the translation.
+    pub(crate) fn pattern(&self) -> String {
+        let mut pattern = String::with_capacity(64);
+        pattern.push_str("^(?:");
+        emit(&self.node, &mut pattern);
+        pattern.push_str(")$");
+        pattern
+    }
+}
+
+/// Characters that make a rule more than a plain string.
+const META: &[char] = &[
+    '.', '[', ']', '(', ')', '*', '+', '?', '{', '}', '|', '^', '$', '\\',
+];
+
 /// Parses `rule` as GNU grep's ERE and translates it.
 pub(crate) fn translate(rule: &str) -> Result<Translated, EreError> {
+    // Fast path for the common plain-string rule: nothing to parse.
+    if rule.len() <= MAX_RULE_LEN
+        && !rule.contains(META)
+        && !rule.chars().any(|c| c.is_control() && c != '\t')
+    {
+        return Ok(Translated {
+            node: Node::Concat(rule.chars().map(Node::Literal).collect()),
+            shortcut: Shortcut::Exact(vec![rule.to_owned()]),
+        });
+    }
     let node = parse(rule)?;
-    let weight = weight(&node);
-    if weight > MAX_WEIGHT {
+    if weight(&node) > MAX_WEIGHT {
         return Err(EreError {
             offset: 0,
             problem: "expression too large (repetition bounds multiply out too far)".into(),
         });
     }
-    let mut pattern = String::with_capacity(rule.len() * 2 + 8);
-    pattern.push_str("^(?:");
-    emit(&node, &mut pattern);
-    pattern.push_str(")$");
-    Ok(Translated {
-        pattern,
-        shortcut: shortcut(&node),
-    })
+    let shortcut = shortcut(&node);
+    Ok(Translated { node, shortcut })
 }
 
 /// Parses `rule` into a tree, or says exactly why it is refused.
@@ -596,7 +616,9 @@ mod tests {
     }
 
     fn is_match(rule: &str, req: &str) -> bool {
-        regex::Regex::new(&ok(rule).pattern).unwrap().is_match(req)
+        regex::Regex::new(&ok(rule).pattern())
+            .unwrap()
+            .is_match(req)
     }
 
     #[test]

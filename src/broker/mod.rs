@@ -317,7 +317,7 @@ pub mod probe {
     /// The `regex` pattern a rule translates to, or why it is refused.
     pub fn translate(rule: &str) -> Result<String, String> {
         super::ere::translate(rule)
-            .map(|t| t.pattern)
+            .map(|t| t.pattern())
             .map_err(|e| e.to_string())
     }
 
@@ -344,7 +344,7 @@ pub mod probe {
         let Ok(t) = super::ere::translate(rule) else {
             return Ok(());
         };
-        let re = regex::RegexBuilder::new(&t.pattern)
+        let re = regex::RegexBuilder::new(&t.pattern())
             .size_limit(64 << 20)
             .build()
             .map_err(|e| format!("accepted rule {rule:?} does not compile: {e}"))?;

@@ -209,7 +209,7 @@ pub(crate) fn precheck(request: &str, has_prefix: bool) -> Result<(), DenyReason
 /// rules; the rest are compiled together as one `RegexSet`, and only those
 /// that can still win (before the first literal hit) are compiled.
 pub(crate) fn first_match(rules: &[Rule], request: &str) -> Option<usize> {
-    let mut candidates: Vec<(usize, &str)> = Vec::new();
+    let mut candidates: Vec<(usize, &Translated)> = Vec::new();
     let mut literal_hit = None;
     for (i, rule) in rules.iter().enumerate() {
         let Ok(t) = &rule.translated else { continue };
@@ -222,23 +222,24 @@ pub(crate) fn first_match(rules: &[Rule], request: &str) -> Option<usize> {
             }
             Shortcut::Prefixes(p) => {
                 if p.iter().any(|p| request.starts_with(p.as_str())) {
-                    candidates.push((i, &t.pattern));
+                    candidates.push((i, t));
                 }
             }
-            Shortcut::None => candidates.push((i, &t.pattern)),
+            Shortcut::None => candidates.push((i, t)),
         }
     }
     match candidates.len() {
         0 => literal_hit,
         1 => {
-            let (i, p) = candidates[0];
-            compile(p)
+            let (i, t) = candidates[0];
+            compile(&t.pattern())
                 .is_some_and(|r| r.is_match(request))
                 .then_some(i)
                 .or(literal_hit)
         }
         _ => {
-            let set = regex::RegexSetBuilder::new(candidates.iter().map(|c| c.1))
+            let patterns: Vec<String> = candidates.iter().map(|c| c.1.pattern()).collect();
+            let set = regex::RegexSetBuilder::new(&patterns)
                 .size_limit(SIZE_LIMIT)
                 .dfa_size_limit(DFA_SIZE_LIMIT)
                 .build();
@@ -252,8 +253,9 @@ pub(crate) fn first_match(rules: &[Rule], request: &str) -> Option<usize> {
                 // One rule too large for the set: fall back to one by one.
                 Err(_) => candidates
                     .iter()
+                    .zip(&patterns)
                     .find(|(_, p)| compile(p).is_some_and(|r| r.is_match(request)))
-                    .map(|c| c.0)
+                    .map(|(c, _)| c.0)
                     .or(literal_hit),
             }
         }

@@ -104,8 +104,22 @@ impl Env<'_> {
         }
     }
 
+    /// An absolute path: the session-side helpers run with another working
+    /// directory, so a relative one would silently point elsewhere.
     fn path(&mut self, var: &str, default: PathBuf) -> PathBuf {
-        self.get(var).map(PathBuf::from).unwrap_or(default)
+        match self.get(var) {
+            None => default,
+            Some(v) if v.starts_with('/') => PathBuf::from(v),
+            Some(v) => {
+                self.errors.push(ConfigError::new(
+                    var,
+                    Some(&v),
+                    "is not an absolute path",
+                    "give the full path inside the container, starting with /",
+                ));
+                default
+            }
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use crate::sys::inotify::{self as sys, Inotify};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
@@ -32,8 +33,9 @@ use std::time::{Duration, Instant};
 
 /// Bumped when the question or answer format changes.
 const PROTOCOL: &str = "v1";
-/// How long a caller waits for the index before reading every file itself.
-const CALLER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a caller waits for the index before reading every file itself
+/// (the index answers in microseconds unless it is re-reading everything).
+pub(crate) const CALLER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The index exits after this long without a question.
 const IDLE_EXIT: Duration = Duration::from_secs(3600);
 /// Largest answer a caller accepts.
@@ -131,18 +133,22 @@ pub(crate) struct Fallback {
     pub(crate) start_one: bool,
     /// Worth a log line (the operator can fix it).
     pub(crate) note: Option<String>,
+    /// What went wrong, for `--index-only`.
+    pub(crate) reason: String,
 }
 
 impl Fallback {
-    fn quiet() -> Self {
+    fn quiet(reason: impl fmt::Display) -> Self {
         Fallback {
             start_one: false,
             note: None,
+            reason: reason.to_string(),
         }
     }
     fn noted(note: String) -> Self {
         Fallback {
             start_one: false,
+            reason: note.clone(),
             note: Some(note),
         }
     }
@@ -150,29 +156,36 @@ impl Fallback {
 
 /// Asks the index of `dir` for the keys matching `fingerprint` (all keys
 /// without one) and every problem it knows of.
-pub(crate) fn query(dir: &Path, fingerprint: Option<&str>) -> Result<FileKeys, Fallback> {
+pub(crate) fn query(
+    dir: &Path,
+    fingerprint: Option<&str>,
+    timeout: Duration,
+) -> Result<FileKeys, Fallback> {
     if !trusted_fs(dir) {
-        return Err(Fallback::quiet());
+        return Err(Fallback::quiet(
+            "not a local file system inotify can vouch for",
+        ));
     }
-    let id = dir_id(dir).map_err(|_| Fallback::quiet())?;
-    let addr = address(id).map_err(|_| Fallback::quiet())?;
+    let id = dir_id(dir).map_err(Fallback::quiet)?;
+    let addr = address(id).map_err(Fallback::quiet)?;
     let mut sock = match UnixStream::connect_addr(&addr) {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             return Err(Fallback {
                 start_one: true,
                 note: None,
+                reason: "no key index runs for this directory".into(),
             })
         }
-        Err(_) => return Err(Fallback::quiet()),
+        Err(e) => return Err(Fallback::quiet(e)),
     };
     trusted_peer(&sock).map_err(|why| {
         Fallback::noted(format!(
             "key index socket not used ({why}); reading every file"
         ))
     })?;
-    let _ = sock.set_read_timeout(Some(CALLER_TIMEOUT));
-    let _ = sock.set_write_timeout(Some(CALLER_TIMEOUT));
+    let _ = sock.set_read_timeout(Some(timeout));
+    let _ = sock.set_write_timeout(Some(timeout));
     let question = format!("{}\n", fingerprint.unwrap_or("-"));
     let mut raw = Vec::new();
     sock.write_all(question.as_bytes())
@@ -183,8 +196,8 @@ pub(crate) fn query(dir: &Path, fingerprint: Option<&str>) -> Result<FileKeys, F
                 .read_to_end(&mut raw)
                 .map(|_| ())
         })
-        .map_err(|_| Fallback::quiet())?;
-    let reply: Reply = serde_json::from_slice(&raw).map_err(|_| Fallback::quiet())?;
+        .map_err(Fallback::quiet)?;
+    let reply: Reply = serde_json::from_slice(&raw).map_err(Fallback::quiet)?;
     if let Some(why) = reply.degraded {
         return Err(Fallback::noted(format!(
             "key index unavailable ({why}); reading every file"
@@ -192,7 +205,7 @@ pub(crate) fn query(dir: &Path, fingerprint: Option<&str>) -> Result<FileKeys, F
     }
     // The index must watch the directory that is at the path now.
     if reply.dir != id || dir_id(dir).ok() != Some(id) {
-        return Err(Fallback::quiet());
+        return Err(Fallback::quiet("the index watches another directory"));
     }
     let mut out = FileKeys {
         keys: Vec::with_capacity(reply.keys.len()),
@@ -200,7 +213,7 @@ pub(crate) fn query(dir: &Path, fingerprint: Option<&str>) -> Result<FileKeys, F
     };
     for k in reply.keys {
         let Ok(line::Line::Key(key)) = line::parse(k.key.as_bytes()) else {
-            return Err(Fallback::quiet());
+            return Err(Fallback::quiet("the index sent a malformed key"));
         };
         out.keys.push(FoundKey {
             identity: k.identity,
@@ -449,7 +462,7 @@ impl Index {
         if sock.set_nonblocking(false).is_err() || trusted_peer(&sock).is_err() {
             return true;
         }
-        let _ = sock.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = sock.set_read_timeout(Some(CALLER_TIMEOUT));
         let _ = sock.set_write_timeout(Some(CALLER_TIMEOUT));
         let mut q = Vec::new();
         if (&mut sock).take(512).read_to_end(&mut q).is_err() {

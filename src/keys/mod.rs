@@ -125,9 +125,18 @@ fn lookup(rt: &Runtime, fingerprint: Option<&str>, how: Via) -> Option<(Answer, 
     let mut files = vec![read_merged(&rt.merged_keys_file)];
     let mut start_index = false;
     let from_index = if how != Via::Scan {
-        match index::query(dir, fingerprint) {
+        // Diagnostics may wait for an index that is re-reading everything.
+        let timeout = if how == Via::IndexOnly {
+            std::time::Duration::from_secs(60)
+        } else {
+            index::CALLER_TIMEOUT
+        };
+        match index::query(dir, fingerprint, timeout) {
             Ok(f) => Some(f),
-            Err(_) if how == Via::IndexOnly => return None,
+            Err(fallback) if how == Via::IndexOnly => {
+                eprintln!("bastion-keys: {}", fallback.reason);
+                return None;
+            }
             Err(fallback) => {
                 files.extend(fallback.note.map(|n| FileKeys {
                     keys: Vec::new(),

@@ -117,7 +117,7 @@ fn unreadable_key_sources_are_refused() {
 }
 
 #[test]
-fn bad_ports_and_lock_policy_are_refused() {
+fn bad_ports_lock_policy_and_paths_are_refused() {
     for (var, value) in [
         ("SSH_PORT", "ssh"),
         ("SSH_PORT", "0"),
@@ -127,6 +127,8 @@ fn bad_ports_and_lock_policy_are_refused() {
         ("COMMAND_LOCK", "sometimes"),
         ("COMMAND_LOCK", "wait:forever"),
         ("SSH_LISTEN_ADDRESS", "localhost"),
+        ("AUTHORIZED_KEYS_DIR", "etc/bastion/users.d"),
+        ("AUTHORIZED_KEYS_HOST", "./keys"),
     ] {
         let b = Bastion::without_host_keys("boot-port")
             .force("true")
@@ -347,4 +349,20 @@ fn http_credential_errors_are_reported_without_the_secret() {
         "{lines:?}"
     );
     assert!(!lines[0].contains("0123456789"), "{lines:?}");
+}
+
+#[test]
+fn sshd_runs_with_an_empty_environment() {
+    // The container's environment (HTTP secrets included) must not be in
+    // the /proc entry of the long-running sshd the entrypoint becomes.
+    let b = Bastion::new("boot-environ")
+        .force("true")
+        .env("CANARY_SECRET", "do-not-leak-0123");
+    let d = b.start();
+    let environ = std::fs::read(format!("/proc/{}/environ", d.child.id())).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains("do-not-leak"), "{environ}");
+    assert!(!environ.contains("FORCE_COMMAND"), "{environ}");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", d.child.id())).unwrap();
+    assert_eq!(exe, harness::which("sshd"));
 }

@@ -3,10 +3,9 @@
 //! client; stdout and stderr stay apart.
 
 use super::fixture::{spawn, Bastion};
-use crate::harness::{self, output, run_expect, stderr, stdout};
+use crate::harness::{output, run_expect, stderr, stdout};
+use std::io::Read as _;
 use std::os::unix::ffi::OsStrExt;
-use std::process::Command;
-use std::time::Duration;
 
 const RULES: &str = "\
 # comments and blank lines are ignored
@@ -139,21 +138,35 @@ fn no_pty_in_broker_mode() {
 
 #[test]
 fn the_lock_applies_to_broker_runs() {
-    let (b, cfg) = broker("broker-lock");
-    let first = spawn(b.ssh(&cfg).arg("sleep 8"));
-    let lock = b.root.join("run/bastion/command.lock");
-    assert!(harness::wait_until(Duration::from_secs(30), || {
-        !Command::new("flock")
-            .args(["-n", "-s"])
-            .arg(&lock)
-            .arg("true")
-            .status()
-            .unwrap()
-            .success()
-    }));
+    // The allowed command holds the lock until the test releases it, so no
+    // timing is involved: a script run by an allowed `sh SCRIPT` request.
+    let b = Bastion::new("broker-lock");
+    let release = b.root.join("release");
+    let script = b.root.write(
+        "hold.sh",
+        format!(
+            "echo held\nwhile [ ! -e {} ]; do sleep 0.05; done\n",
+            release.display()
+        ),
+    );
+    let req = format!("sh {}", script.display());
+    let b = b.env("ALLOWED_COMMANDS", &format!("{req}\necho [a-z]+"));
+    let cfg = b.prepare();
+    let mut first = spawn(b.ssh(&cfg).arg(&req));
+    let mut line = [0u8; 5];
+    let read = first.stdout.as_mut().unwrap().read_exact(&mut line);
+    if read.is_err() || &line != b"held\n" {
+        std::fs::write(&release, b"").unwrap();
+        let out = first.wait_with_output().unwrap();
+        panic!("the first run did not start: {}", stderr(&out));
+    }
     let out = run_expect(b.ssh(&cfg).arg("echo second"), 0);
+    std::fs::write(&release, b"").unwrap();
     assert_eq!(stdout(&out), "busy: another run is in progress\n");
     assert_eq!(first.wait_with_output().unwrap().status.code(), Some(0));
+    // Released: the next one runs.
+    let out = run_expect(b.ssh(&cfg).arg("echo third"), 0);
+    assert_eq!(stdout(&out), "third\n");
 }
 
 #[test]
