@@ -132,3 +132,122 @@ fn deploy_command_over_http_with_a_bearer_token() {
     );
     assert_eq!(sibling.exec_ok(&["cat", "/tmp/deployed"]), "v2");
 }
+
+#[test]
+fn token_from_a_root_only_file_like_a_docker_secret() {
+    // The examples' pattern: HTTP_TOKEN_FILE pointing at a mounted secret.
+    let image = require();
+    let tmp = TempDir::new("e2e-secret");
+    let secret = tmp.write("token.txt", "file-token-0123456789\n");
+    let net = Network::new("secret");
+
+    // Readable by the session user: refused at boot, secret not printed.
+    crate::harness::set_mode(&secret, 0o644);
+    let mount = format!("{}:/run/secrets/token:ro", secret.display());
+    let args = [
+        "-p",
+        "127.0.0.1::8080",
+        "-v",
+        &mount,
+        "-e",
+        "FORCE_COMMAND=echo reloaded",
+        "-e",
+        "HTTP_TOKEN_FILE=/run/secrets/token",
+        &image,
+    ];
+    let open = Container::run(&net, "open", &args);
+    assert_eq!(open.wait_exit(), 78, "{}", open.logs());
+    let logs = open.logs();
+    assert!(logs.contains("HTTP_TOKEN_FILE"), "{logs}");
+    assert!(
+        !logs.contains("file-token-0123456789"),
+        "secret in the logs:\n{logs}"
+    );
+
+    // Root-only (chown root:root, chmod 0400): the listener uses it, and a
+    // session cannot read it back.
+    crate::harness::set_mode(&secret, 0o400);
+    let bastion = Container::run(&net, "bastion", &args);
+    let port = bastion.wait_http();
+    let r = curl(
+        port,
+        "/cgi-bin/run",
+        &["-H", "Authorization: Bearer file-token-0123456789"],
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "reloaded\n"), "{r:?}");
+    let peek = bastion.exec(&[
+        "su",
+        "-s",
+        "/bin/sh",
+        "agent",
+        "-c",
+        "cat /run/secrets/token; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline",
+    ]);
+    let seen = format!(
+        "{}{}",
+        String::from_utf8_lossy(&peek.stdout),
+        String::from_utf8_lossy(&peek.stderr)
+    );
+    assert!(seen.contains("Permission denied"), "{seen}");
+    assert!(
+        !seen.contains("file-token-0123456789"),
+        "the session user can read the token:\n{seen}"
+    );
+}
+
+#[test]
+fn one_lock_for_ssh_and_http_busy_then_free() {
+    let image = require();
+    let tmp = TempDir::new("e2e-lock");
+    let (key, line) = client_key(&tmp, "ops");
+    tmp.write("users.d/ops.pub", &line);
+    let users = format!("{}:/etc/bastion/users.d:ro", tmp.join("users.d").display());
+    let net = Network::new("lock");
+    // The first run holds the lock until the test lets it go.
+    let bastion = Container::run(
+        &net,
+        "bastion",
+        &[
+            "-p",
+            "127.0.0.1::22",
+            "-p",
+            "127.0.0.1::8080",
+            "-v",
+            &users,
+            "-e",
+            "FORCE_COMMAND=touch /tmp/started; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo finished",
+            "-e",
+            "HTTP_TOKEN=lock-e2e-token",
+            &image,
+        ],
+    );
+    let ssh_port = bastion.wait_ssh();
+    let http_port = bastion.wait_http();
+    let first = std::thread::spawn(move || ssh(ssh_port, &key, false, &[], b""));
+    assert!(
+        super::docker::eventually(std::time::Duration::from_secs(30), || bastion
+            .exec(&["test", "-e", "/tmp/started"])
+            .status
+            .success()),
+        "the first run never started\n{}",
+        bastion.logs()
+    );
+
+    // Held by the SSH session: HTTP gets the friendly busy line, status 200.
+    let auth = ["-H", "Authorization: Bearer lock-e2e-token"];
+    let r = curl(http_port, "/cgi-bin/run", &auth);
+    assert_eq!((r.status, r.curl), (200, 0), "{r:?}");
+    assert_eq!(r.body, "busy: another run is in progress\n", "{r:?}");
+
+    bastion.exec_ok(&["touch", "/tmp/go"]);
+    let out = first.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "finished\n",
+        "{}",
+        show(&out)
+    );
+    // Released with the session: the next run goes through.
+    let r = curl(http_port, "/cgi-bin/run", &auth);
+    assert_eq!((r.status, r.body.as_str()), (200, "finished\n"), "{r:?}");
+}
