@@ -62,24 +62,21 @@ const FILE_EVENTS: u32 = sys::IN_MODIFY
 /// sees it. Network and FUSE file systems (NFS, SMB, 9p, virtiofs, Docker
 /// Desktop's file sharing) are read in full on every call instead.
 fn trusted_fs(dir: &Path) -> bool {
-    use nix::sys::statfs::*;
-    const ZFS: u64 = 0x2fc1_2fc1;
-    const BCACHEFS: u64 = 0xca45_1a4e;
-    let Ok(st) = statfs(dir) else {
-        return false;
-    };
-    let t = st.filesystem_type();
-    [
-        EXT4_SUPER_MAGIC,
-        XFS_SUPER_MAGIC,
-        BTRFS_SUPER_MAGIC,
-        TMPFS_MAGIC,
-        OVERLAYFS_SUPER_MAGIC,
-        F2FS_SUPER_MAGIC,
-    ]
-    .contains(&t)
+    // Magic numbers from linux/magic.h, spelled out: nix leaves some of
+    // its constants out on musl.
+    const TRUSTED: [u64; 8] = [
+        0xef53,      // ext2, ext3, ext4
+        0x5846_5342, // xfs
+        0x9123_683e, // btrfs
+        0x0102_1994, // tmpfs
+        0x794c_7630, // overlayfs
+        0xf2f5_2010, // f2fs
+        0x2fc1_2fc1, // zfs
+        0xca45_1a4e, // bcachefs
+    ];
+    nix::sys::statfs::statfs(dir)
         // fs_type_t is signed with glibc, unsigned with musl.
-        || [ZFS, BCACHEFS].contains(&(t.0 as u64))
+        .is_ok_and(|st| TRUSTED.contains(&(st.filesystem_type().0 as u64)))
 }
 
 /// The identity of a directory: (st_dev, st_ino), following symlinks.

@@ -33,8 +33,11 @@ fn same_answers(k: &Keys, fps: &[String]) -> (String, String) {
 
 /// Starts the index of `k` (the first ordinary call does) and waits for it.
 fn start_index(k: &Keys) {
-    k.run(&[harness::SESSION_USER]);
-    let up = harness::wait_until(Duration::from_secs(10), || {
+    let up = harness::wait_until(Duration::from_secs(20), || {
+        // An ordinary call starts one if none answers (an index of a
+        // removed directory whose inode number was reused answers no
+        // one, and exits).
+        k.run(&[harness::SESSION_USER]);
         let mut c = harness::clean_cmd("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(harness::bin("bastion-keys"))
