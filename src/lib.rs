@@ -11,4 +11,5 @@ pub mod wrapper;
 pub(crate) mod audit;
 pub(crate) mod config;
 pub(crate) mod exit;
+pub(crate) mod lock;
 pub(crate) mod sys;

@@ -1,35 +1,273 @@
 //! The HTTP listener (SPEC 7): authenticates, runs the wrapper for
 //! `/cgi-bin/run`, streams its output. It runs as the session user and its
 //! credentials never reach a file, an environment or a readable /proc entry.
+//!
+//! Boot order matters: read the credentials and the runtime file and bind
+//! the port as root, then drop to the session user for good, then become
+//! non-dumpable, and only then serve.
 
-use crate::config::ConfigError;
-use std::path::Path;
-use std::process::{Child, ExitCode};
+mod access_log;
+mod body;
+mod command;
+mod conn_io;
+mod credentials;
+mod server;
 
-/// The configured HTTP credentials (Basic wins over Bearer). Opaque: never
-/// printed, never serialized into the runtime file.
-pub(crate) struct Credentials {
-    _private: (),
-}
+pub(crate) use credentials::Credentials;
+
+use crate::config::{ConfigError, Runtime, RUNTIME_FILE};
+use crate::exit;
+use crate::sys::privilege;
+use clap::Parser;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default `HTTP_PORT`.
+pub(crate) const DEFAULT_PORT: u16 = 8080;
+/// Default bound on commands running at once (503 beyond it).
+pub(crate) const DEFAULT_MAX_COMMANDS: u32 = 32;
+/// Default time a client has to send a complete request head.
+pub(crate) const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Default time output may wait for a client that reads nothing.
+pub(crate) const DEFAULT_STALL_TIMEOUT_SECS: u64 = 60;
+/// How long a stopping listener waits for killed commands to be reaped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Reads `HTTP_BASIC_AUTH`, `HTTP_TOKEN` and their `_FILE` variants.
 /// `Ok(None)`: HTTP is off.
 pub(crate) fn credentials_from_env() -> Result<Option<Credentials>, Vec<ConfigError>> {
-    Ok(None)
+    credentials::credentials_from_env()
 }
 
 /// Starts `bastion-cgi` (the binary at `exe`) for the entrypoint: as root, it
 /// binds `port`, reads `creds` from a pipe, then drops to the session user.
+/// The child gets an empty environment and the credentials on its stdin
+/// only (never argv, env or a file); its stdout/stderr are inherited.
 pub(crate) fn spawn_listener(
     exe: &Path,
     runtime_file: &Path,
     port: u16,
     creds: Credentials,
 ) -> std::io::Result<Child> {
-    let _ = (exe, runtime_file, port, creds);
-    Err(std::io::Error::other("HTTP listener not implemented"))
+    let mut child = Command::new(exe)
+        .env_clear()
+        .arg("--runtime")
+        .arg(runtime_file)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--credentials-stdin")
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let written = match child.stdin.take() {
+        Some(mut pipe) => pipe.write_all(&creds.to_wire()),
+        None => Err(std::io::Error::other("no pipe to the listener")),
+    };
+    if let Err(e) = written {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    Ok(child)
+}
+
+/// `bastion-cgi`: the HTTP listener.
+///
+/// Started by bastion-entrypoint with --credentials-stdin. Standalone (for
+/// operators and tests), it reads HTTP_BASIC_AUTH or HTTP_TOKEN (or their
+/// _FILE variants) from its environment instead.
+#[derive(Debug, Parser)]
+#[command(name = "bastion-cgi", version, args_override_self = true)]
+struct Args {
+    /// Runtime file written by bastion-entrypoint (the session user and
+    /// what the wrapper needs).
+    #[arg(long, value_name = "PATH", default_value = RUNTIME_FILE)]
+    runtime: PathBuf,
+    /// TCP port to listen on (0: any free port, printed at startup).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    listen: IpAddr,
+    /// Read the credentials from stdin (`basic` or `bearer`, a newline, the
+    /// secret) instead of the environment.
+    #[arg(long)]
+    credentials_stdin: bool,
+    /// Commands running at once at most; more get 503.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_COMMANDS,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_commands: u32,
+    /// Seconds a client has to send a complete request head.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
+    /// Seconds a command's output may wait for a client that reads
+    /// nothing; then the client counts as gone and the command is killed.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STALL_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    stall_timeout: u64,
+}
+
+enum BootError {
+    Config(Vec<ConfigError>),
+    Os(String),
 }
 
 pub fn main() -> ExitCode {
-    crate::exit::code(crate::exit::FAILURE)
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return exit::code(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    match run(args) {
+        Ok(()) => exit::code(exit::OK),
+        Err(BootError::Config(errors)) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            exit::code(exit::CONFIG)
+        }
+        Err(BootError::Os(msg)) => {
+            eprintln!("bastion-cgi: {msg}");
+            exit::code(exit::FAILURE)
+        }
+    }
+}
+
+fn read_stdin_credentials() -> Result<Credentials, BootError> {
+    let mut wire = Vec::new();
+    std::io::stdin()
+        .take((credentials::MAX_SECRET + 64) as u64)
+        .read_to_end(&mut wire)
+        .map_err(|e| BootError::Os(format!("cannot read credentials from stdin: {e}")))?;
+    Credentials::from_wire(&wire).map_err(|p| {
+        BootError::Config(vec![ConfigError::new(
+            "--credentials-stdin",
+            None,
+            p,
+            "start bastion-cgi through bastion-entrypoint, or without --credentials-stdin",
+        )])
+    })
+}
+
+fn run(args: Args) -> Result<(), BootError> {
+    let runtime = Runtime::load(&args.runtime).map_err(|e| {
+        BootError::Config(vec![ConfigError::new(
+            "--runtime",
+            Some(&args.runtime.display().to_string()),
+            e.to_string(),
+            "pass the runtime file written by bastion-entrypoint",
+        )])
+    })?;
+    let creds = if args.credentials_stdin {
+        read_stdin_credentials()?
+    } else {
+        credentials::from_env_for(&runtime.user)
+            .map_err(BootError::Config)?
+            .ok_or_else(|| {
+                BootError::Config(vec![ConfigError::new(
+                    "HTTP_BASIC_AUTH",
+                    None,
+                    "no HTTP credentials are configured (there is no anonymous access)",
+                    "set HTTP_BASIC_AUTH=user:password or HTTP_TOKEN (or HTTP_BASIC_AUTH_FILE / HTTP_TOKEN_FILE)",
+                )])
+            })?
+    };
+    let wrapper = std::env::current_exe()
+        .map_err(|e| BootError::Os(format!("cannot find my own executable: {e}")))?
+        .with_file_name("bastion-wrapper");
+    if !wrapper.is_file() {
+        return Err(BootError::Os(format!(
+            "{} is missing: bastion-wrapper must sit next to bastion-cgi",
+            wrapper.display()
+        )));
+    }
+    let addr = SocketAddr::new(args.listen, args.port);
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| BootError::Os(format!("cannot listen on {addr}: {e}")))?;
+    // With --port 0 the kernel picks the port; say which.
+    let addr = listener.local_addr().unwrap_or(addr);
+
+    // Root is needed for nothing past this point.
+    let account = if privilege::is_root() {
+        privilege::drop_to(&runtime.user)
+    } else {
+        eprintln!(
+            "bastion-cgi: not started as root: serving as the current user, without a privilege drop"
+        );
+        privilege::current_account()
+    }
+    .map_err(|e| BootError::Os(e.to_string()))?;
+    privilege::set_non_dumpable().map_err(|e| BootError::Os(e.to_string()))?;
+
+    let workdir = if account.home.is_dir() {
+        account.home.clone()
+    } else {
+        PathBuf::from("/")
+    };
+    let launcher = command::Launcher {
+        wrapper,
+        runtime: args.runtime.clone(),
+        account: account.clone(),
+        workdir,
+        stall_timeout: Duration::from_secs(args.stall_timeout),
+    };
+    let limits = server::Limits {
+        header_timeout: Duration::from_secs(args.header_timeout),
+        max_commands: args.max_commands as usize,
+    };
+    eprintln!(
+        "bastion-cgi: listening on {addr} ({} auth) as {} (uid {}), at most {} commands at once",
+        creds.scheme().name(),
+        account.name,
+        account.uid,
+        limits.max_commands
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BootError::Os(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async move {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| BootError::Os(format!("cannot set up the listener: {e}")))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| BootError::Os(format!("cannot set up the listener: {e}")))?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let app = Arc::new(server::App::new(creds, launcher, limits, stopped.clone()));
+        let serving = tokio::spawn(server::serve(listener, app.clone(), stopped));
+        let signal = wait_for_stop_signal().await;
+        eprintln!("bastion-cgi: {signal}: killing running commands and stopping");
+        let _ = stop.send(true);
+        let _ = serving.await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, app.commands_finished()).await;
+        Ok(())
+    })
+}
+
+/// SIGTERM (docker stop, tini) or SIGINT.
+async fn wait_for_stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handling the listener still serves until killed.
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

@@ -1,1 +1,11 @@
-//! Owned by the http work; see tests/it/main.rs.
+//! `bastion-cgi` (SPEC 7, issue 6), run for real: started as root, it drops
+//! to the session user and runs the real `bastion-wrapper`; clients are real
+//! `curl` and raw TCP on 127.0.0.1, so the tests see the bytes on the wire.
+
+mod fixture;
+
+mod auth;
+mod boot;
+mod limits;
+mod privilege;
+mod streaming;

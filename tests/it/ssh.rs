@@ -1,1 +1,13 @@
-//! Owned by the ssh work; see tests/it/main.rs.
+//! The SSH path against real OpenSSH: the real `bastion-entrypoint` prepares
+//! a root (`BASTION_ROOT`), renders `sshd_config` from `rootfs/`, and a real
+//! `ssh` client logs in through `sshd -i` (or a real listening sshd) with
+//! the real `bastion-keys`, `bastion-wrapper` and `bastion-broker`.
+
+mod fixture;
+
+mod boot;
+mod broker;
+mod force;
+mod hardening;
+mod lock;
+mod wrapper;

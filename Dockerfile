@@ -1,0 +1,77 @@
+# docker-bastion: a minimal SSH + HTTP bastion.
+#
+# Build:   docker buildx bake             (docker-bake.hcl: amd64 + arm64)
+#    or:   docker build -t docker-bastion .
+#
+# Two stages: static musl binaries built on Alpine's Rust image, then a
+# plain Alpine with OpenSSH, the docker client, tini and nothing of the
+# build. Plain Dockerfile syntax: the classic builder and BuildKit both
+# build it. tests/e2e/Dockerfile.test mirrors the final stage on Debian for
+# the offline test suite; tests/it/image.rs fails if the two drift apart.
+
+ARG ALPINE_VERSION=3.21
+ARG RUST_VERSION=1.89
+
+FROM rust:${RUST_VERSION}-alpine AS build
+RUN apk add --no-cache musl-dev
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY bin/ bin/
+COPY src/ src/
+# Static binaries, said explicitly. The target is named so RUSTFLAGS apply
+# to the binaries only: proc-macro crates are built for the host and cannot
+# be static on musl.
+ENV CARGO_TERM_COLOR=never
+RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
+ && RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked --bins --target "$target" \
+ && mkdir /out \
+ && for b in bastion-entrypoint bastion-wrapper bastion-broker bastion-cgi bastion-keys; do \
+      install -m 0755 "target/$target/release/$b" "/out/$b" || exit 1; \
+    done
+
+FROM alpine:${ALPINE_VERSION}
+ARG ALPINE_VERSION
+ARG SSH_UID=1000
+ARG SSH_GID=1000
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+
+LABEL org.opencontainers.image.title="docker-bastion" \
+      org.opencontainers.image.description="A minimal SSH + HTTP bastion: one scoped capability, no shell, no Docker socket for the client" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="alpine:${ALPINE_VERSION}"
+
+# The session user `agent`: shell /bin/sh (sshd runs ForceCommand through
+# it), password field `*` (unlocked for sshd, no password can match).
+# No host keys in the image: the entrypoint makes them in /etc/ssh/keys.
+RUN apk add --no-cache openssh-server openssh-keygen docker-cli docker-cli-compose tini bash ca-certificates tzdata \
+ && rm -f /etc/ssh/ssh_host_* \
+ && addgroup -g "${SSH_GID}" agent \
+ && adduser -D -u "${SSH_UID}" -G agent -h /home/agent -s /bin/sh agent \
+ && sed -i 's/^agent:[^:]*:/agent:*:/' /etc/shadow \
+ && install -d -m 0755 -o root -g root /etc/bastion /etc/bastion/users.d /run/bastion \
+ && install -d -m 0700 -o root -g root /etc/ssh/keys
+
+COPY --from=build /out/bastion-entrypoint /out/bastion-wrapper /out/bastion-broker /out/bastion-cgi /out/bastion-keys /usr/local/bin/
+COPY rootfs/ /
+# sshd refuses an AuthorizedKeysCommand that is not root-owned or sits
+# under a group/world-writable directory; COPY can carry the checkout's
+# directory modes (umask 002) onto existing directories.
+RUN chown root:root /usr/local/bin/bastion-* \
+ && chmod 0755 /usr/local/bin/bastion-* \
+ && chmod go-w / /etc /usr \
+ && chmod -R go-w /usr/local /etc/bastion /etc/ssh
+
+EXPOSE 22 8080
+
+# Healthy while sshd listens on SSH_PORT: read from /proc/net/tcp{,6}, so a
+# check neither opens a connection nor writes a line to the logs.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["/bin/bash", "-c", "p=$(printf '%04X' \"${SSH_PORT:-22}\") && grep -qE \"^ *[0-9]+: [0-9A-F]+:$p [0-9A-F]+:[0-9A-F]+ 0A \" /proc/net/tcp /proc/net/tcp6"]
+
+ENTRYPOINT ["/sbin/tini", "-g", "--", "/usr/local/bin/bastion-entrypoint"]

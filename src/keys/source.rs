@@ -1,0 +1,232 @@
+//! Reading key files: one `users.d/*.pub` file or the boot-merged file,
+//! into keys plus one problem line per thing skipped. It never follows a
+//! symlink in `users.d`, never blocks on a FIFO and never reads more than
+//! `MAX_FILE` bytes of a file.
+
+use super::line::{self, Line, PublicKey};
+use crate::audit::{escape, escape_bytes};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+/// A key file larger than this is read up to here (and the cut logged).
+pub(crate) const MAX_FILE: u64 = 8 * 1024 * 1024;
+
+/// One key that may be printed, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FoundKey {
+    /// `alice` for `users.d/alice.pub`; `merged` for the boot-merged file.
+    pub(crate) identity: String,
+    /// 1-based line number in its file.
+    pub(crate) line: usize,
+    pub(crate) key: PublicKey,
+    pub(crate) fingerprint: String,
+}
+
+/// What one file gave: its keys and one log line per problem.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FileKeys {
+    pub(crate) keys: Vec<FoundKey>,
+    pub(crate) problems: Vec<String>,
+}
+
+/// The identity of a `users.d` entry: `Some(stem)` for `stem.pub`, `None`
+/// for names that are not key files at all (silently ignored), and an
+/// error for a `.pub` name that cannot be an identity.
+pub(crate) fn identity_of(name: &OsStr) -> Option<Result<String, String>> {
+    let stem = name.as_bytes().strip_suffix(b".pub")?;
+    if stem.is_empty() || stem.starts_with(b".") {
+        return Some(Err("skipped: hidden or empty identity name".into()));
+    }
+    match std::str::from_utf8(stem) {
+        Ok(s) if escape(s) == s => Some(Ok(s.to_owned())),
+        _ => Some(Err(
+            "skipped: the file name is not printable UTF-8 (rename it)".into(),
+        )),
+    }
+}
+
+/// Shown in logs for `dir/name`, escaped.
+pub(crate) fn display(dir: &Path, name: &OsStr) -> String {
+    escape_bytes(dir.join(name).as_os_str().as_bytes())
+}
+
+/// Opens a file without following a final symlink and without blocking on
+/// a FIFO, and checks it is a regular file.
+fn open_regular(path: &Path, follow: bool) -> Result<File, String> {
+    let mut flags = nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC;
+    if !follow {
+        flags |= nix::libc::O_NOFOLLOW;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => {
+                "skipped: is a symbolic link (copy or bind-mount the file instead)".to_owned()
+            }
+            _ => format!("skipped: cannot open: {}", io_text(&e)),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("skipped: cannot stat: {}", io_text(&e)))?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(format!("skipped: is {what}, not a regular file"));
+    }
+    Ok(file)
+}
+
+fn io_text(e: &io::Error) -> String {
+    let s = e.to_string();
+    // "Permission denied (os error 13)" -> "Permission denied"
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// Reads and parses one key file. `follow` is false for `users.d` entries.
+pub(crate) fn read_file(path: &Path, shown: &str, identity: &str, follow: bool) -> FileKeys {
+    let mut out = FileKeys::default();
+    let file = match open_regular(path, follow) {
+        Ok(f) => f,
+        Err(problem) => {
+            out.problems.push(format!("{shown}: {problem}"));
+            return out;
+        }
+    };
+    let mut data = Vec::new();
+    if let Err(e) = file.take(MAX_FILE + 1).read_to_end(&mut data) {
+        out.problems
+            .push(format!("{shown}: skipped: cannot read: {}", io_text(&e)));
+        return out;
+    }
+    if data.len() as u64 > MAX_FILE {
+        data.truncate(MAX_FILE as usize);
+        out.problems.push(format!(
+            "{shown}: only the first {MAX_FILE} bytes are read; the rest is ignored"
+        ));
+    }
+    parse_into(&data, shown, identity, &mut out);
+    out
+}
+
+/// Parses file contents into keys and problems.
+pub(crate) fn parse_into(data: &[u8], shown: &str, identity: &str, out: &mut FileKeys) {
+    for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
+        let n = i + 1;
+        match line::parse(raw) {
+            Ok(Line::Nothing) => {}
+            Ok(Line::Key(key)) => out.keys.push(FoundKey {
+                identity: identity.to_owned(),
+                line: n,
+                fingerprint: key.fingerprint(),
+                key,
+            }),
+            Err(e) => out.problems.push(format!("{shown}:{n}: skipped: {e}")),
+        }
+    }
+}
+
+/// One `users.d` entry, read live.
+pub(crate) fn read_entry(dir: &Path, name: &OsStr) -> Option<FileKeys> {
+    let identity = identity_of(name)?;
+    let shown = display(dir, name);
+    Some(match identity {
+        Ok(id) => read_file(&dir.join(name), &shown, &id, false),
+        Err(problem) => FileKeys {
+            keys: Vec::new(),
+            problems: vec![format!("{shown}: {problem}")],
+        },
+    })
+}
+
+/// Every `*.pub` name in `dir`, sorted (for a stable output order).
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<OsString>, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| {
+        format!(
+            "{}: cannot read the key directory: {}; no keys from it",
+            escape_bytes(dir.as_os_str().as_bytes()),
+            io_text(&e)
+        )
+    })?;
+    let mut names: Vec<OsString> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.as_bytes().ends_with(b".pub"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &[u8]) -> Option<Result<String, String>> {
+        identity_of(OsStr::from_bytes(name))
+    }
+
+    #[test]
+    fn identity_is_the_file_stem() {
+        assert_eq!(id(b"alice.pub"), Some(Ok("alice".into())));
+        assert_eq!(id(b"ci bot (prod).pub"), Some(Ok("ci bot (prod)".into())));
+        assert_eq!(id("émilie.pub".as_bytes()), Some(Ok("émilie".into())));
+        assert_eq!(id(b"a.b.pub"), Some(Ok("a.b".into())));
+    }
+
+    #[test]
+    fn other_names_are_not_key_files() {
+        for n in [
+            &b"README"[..],
+            b"alice.pub.bak",
+            b"alice.PUB",
+            b"alice.pub~",
+            b"pub",
+        ] {
+            assert_eq!(id(n), None, "{n:?}");
+        }
+    }
+
+    #[test]
+    fn names_that_cannot_be_an_identity_are_refused() {
+        for n in [
+            &b".pub"[..],
+            b".hidden.pub",
+            b"x\xff.pub",
+            b"a\nb.pub",
+            b"a\x1b[2Kb.pub",
+            "a\u{202e}b.pub".as_bytes(),
+            b"back\\slash.pub",
+        ] {
+            assert!(matches!(id(n), Some(Err(_))), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn one_problem_per_bad_line_and_good_keys_survive() {
+        let good =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g";
+        let data = format!("junk\n\n# c\n{good} x\r\ncommand=\"x\" {good}\n{good}");
+        let mut out = FileKeys::default();
+        parse_into(data.as_bytes(), "f.pub", "f", &mut out);
+        assert_eq!(out.keys.iter().map(|k| k.line).collect::<Vec<_>>(), [4, 6]);
+        assert_eq!(out.problems.len(), 2, "{:?}", out.problems);
+        assert!(out.problems[0].starts_with("f.pub:1: skipped: unknown key type junk"));
+        assert!(out.problems[1].starts_with("f.pub:5: skipped: options"));
+    }
+}
