@@ -142,7 +142,6 @@ pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {
 
 /// Boot-time check of `ALLOWED_COMMANDS` and `COMMAND_PREFIX`: one error per
 /// bad rule, naming the rule and its line.
-#[allow(dead_code)] // called by the entrypoint at boot
 pub(crate) fn validate_boot(allowed_commands: &str, command_prefix: &str) -> Vec<ConfigError> {
     let mut errors: Vec<ConfigError> = rules::env_rules(allowed_commands)
         .iter()
