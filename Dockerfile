@@ -69,9 +69,10 @@ RUN chown root:root /usr/local/bin/bastion-* \
 
 EXPOSE 22 8080
 
-# Healthy while sshd listens on SSH_PORT: read from /proc/net/tcp{,6}, so a
-# check neither opens a connection nor writes a line to the logs.
+# Healthy while sshd listens on SSH_PORT and, when HTTP credentials are set,
+# the HTTP listener on HTTP_PORT: read from /proc/net/tcp{,6}, so a check
+# neither opens a connection nor writes a line to the logs.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["/bin/bash", "-c", "p=$(printf '%04X' \"${SSH_PORT:-22}\") && grep -qE \"^ *[0-9]+: [0-9A-F]+:$p [0-9A-F]+:[0-9A-F]+ 0A \" /proc/net/tcp /proc/net/tcp6"]
+  CMD ["/bin/bash", "-c", "up() { grep -qE \"^ *[0-9]+: [0-9A-F]+:$(printf '%04X' \"$1\") [0-9A-F]+:[0-9A-F]+ 0A \" /proc/net/tcp /proc/net/tcp6; } && up \"${SSH_PORT:-22}\" && { [ -z \"${HTTP_BASIC_AUTH}${HTTP_TOKEN}${HTTP_BASIC_AUTH_FILE}${HTTP_TOKEN_FILE}\" ] || up \"${HTTP_PORT:-8080}\"; }"]
 
 ENTRYPOINT ["/sbin/tini", "-g", "--", "/usr/local/bin/bastion-entrypoint"]

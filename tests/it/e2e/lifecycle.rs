@@ -282,3 +282,59 @@ fn healthcheck_follows_ssh_port() {
         bastion.inspect("{{json .State.Health}}")
     );
 }
+
+#[test]
+fn a_dead_http_listener_makes_the_container_unhealthy() {
+    let image = require();
+    let net = Network::new("health-http");
+    let bastion = Container::run(
+        &net,
+        "bastion",
+        &[
+            "-p",
+            "127.0.0.1::22",
+            "-p",
+            "127.0.0.1::8080",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "2",
+            "-e",
+            "FORCE_COMMAND=true",
+            "-e",
+            "HTTP_TOKEN=health-e2e-token",
+            &image,
+        ],
+    );
+    bastion.wait_ssh();
+    bastion.wait_http();
+    let health = || bastion.inspect("{{.State.Health.Status}}");
+    assert!(
+        eventually(Duration::from_secs(30), || health() == "healthy"),
+        "never healthy: {}",
+        bastion.inspect("{{json .State.Health}}")
+    );
+
+    let procs = bastion.processes();
+    let listener = procs
+        .iter()
+        .find(|p| p.comm == "bastion-cgi")
+        .unwrap_or_else(|| panic!("no HTTP listener: {procs:?}"));
+    bastion.exec_ok(&["kill", "-KILL", &listener.pid.to_string()]);
+
+    // sshd keeps serving, but the check must no longer pass: an operator's
+    // orchestrator sees that HTTP is gone.
+    assert!(
+        eventually(Duration::from_secs(30), || health() == "unhealthy"),
+        "still {} with the HTTP listener dead: {}",
+        health(),
+        bastion.inspect("{{json .State.Health}}")
+    );
+    assert!(bastion.running());
+    // The dead listener is reaped (sshd, its parent, waits for any child).
+    assert!(
+        eventually(Duration::from_secs(5), || zombies(&bastion).is_empty()),
+        "zombies: {:?}",
+        zombies(&bastion)
+    );
+}
