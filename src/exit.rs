@@ -19,3 +19,12 @@ pub(crate) const NOT_FOUND: u8 = 127;
 pub(crate) fn code(c: u8) -> ExitCode {
     ExitCode::from(c)
 }
+
+/// Parses the command line. `--help`/`--version` print and give `OK`; a
+/// usage error prints clap's message and gives `USAGE`.
+pub(crate) fn parse_args<T: clap::Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        let _ = e.print();
+        code(if e.use_stderr() { USAGE } else { OK })
+    })
+}

@@ -4,30 +4,6 @@
 
 use std::fmt;
 use std::os::unix::process::CommandExt as _;
-use std::process::Command;
-
-/// Variables passed from the broker's own environment to the command (all
-/// others are dropped; PATH is always `config::SAFE_PATH`). The request is
-/// passed as argv only: `SSH_ORIGINAL_COMMAND` never reaches the command,
-/// so a script cannot be tricked into re-parsing it.
-pub(crate) const PASSED_ENV: &[&str] = &[
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "TERM",
-    "TZ",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "LC_MESSAGES",
-    "LC_NUMERIC",
-    "LC_TIME",
-    "LC_COLLATE",
-    "SSH_CONNECTION",
-    "SSH_CLIENT",
-    "SSH_TTY",
-];
 
 /// `shell_words(prefix) ++ request split on spaces and tabs` (empty fields
 /// dropped; no quoting, globbing or expansion of the request).
@@ -93,16 +69,7 @@ pub(crate) fn exec(argv: &[String]) -> ExecError {
             problem: "empty command".into(),
         };
     };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", crate::config::SAFE_PATH);
-    for name in PASSED_ENV {
-        if let Some(v) = std::env::var_os(name) {
-            cmd.env(name, v);
-        }
-    }
-    let e = cmd.exec();
+    let e = crate::config::session_command(program).args(args).exec();
     let program = program.clone();
     match e.kind() {
         std::io::ErrorKind::NotFound => ExecError::NotFound { program },

@@ -221,16 +221,9 @@ fn config_from(runtime: Option<PathBuf>) -> Result<BrokerConfig, String> {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return exit::code(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
-        }
+    let cli = match exit::parse_args::<Cli>() {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let cfg = match config_from(cli.runtime) {
         Ok(c) => c,

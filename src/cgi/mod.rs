@@ -117,16 +117,9 @@ enum BootError {
 }
 
 pub fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match exit::parse_args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return exit::code(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
-        }
+        Err(code) => return code,
     };
     match run(args) {
         Ok(()) => exit::code(exit::OK),

@@ -68,16 +68,9 @@ impl fmt::Display for BootError {
 }
 
 pub fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match exit::parse_args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return exit::code(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
-        }
+        Err(code) => return code,
     };
     let settings = match Settings::from_env() {
         Ok(s) => s,

@@ -46,16 +46,9 @@ struct Cli {
 const MERGED_IDENTITY: &str = "merged";
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return exit::code(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
-        }
+    let cli = match exit::parse_args::<Cli>() {
+        Ok(a) => a,
+        Err(code) => return code,
     };
     if let Some(dir) = &cli.serve_index {
         return match index::serve(dir) {

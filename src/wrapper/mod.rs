@@ -3,7 +3,7 @@
 //! or hands the request to the broker. It never gives the client's request
 //! to a shell, and never lets it reach the forced command's environment.
 
-use crate::config::{Mode, Runtime, RUNTIME_FILE, SAFE_PATH};
+use crate::config::{Mode, Runtime, RUNTIME_FILE};
 use crate::exit;
 use crate::lock::{self, Acquired, LockGuard};
 use clap::Parser;
@@ -11,26 +11,11 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 /// What a client sees when another run holds the lock (stdout, exit 0): the
 /// shell version's exact line, so retrying clients keep working.
 pub(crate) const BUSY_LINE: &str = "busy: another run is in progress";
-
-/// The variables the forced command may see, when sshd (or the HTTP
-/// listener) set them. Everything else, `SSH_ORIGINAL_COMMAND` first, is
-/// dropped; PATH is always the bastion's own.
-const PASSED_ENV: &[&str] = &[
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "TERM",
-    "SSH_CLIENT",
-    "SSH_CONNECTION",
-    "SSH_TTY",
-    "SSH_USER_AUTH",
-];
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,16 +31,9 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match exit::parse_args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return exit::code(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            });
-        }
+        Err(code) => return code,
     };
     let rt = match Runtime::load(&args.runtime) {
         Ok(rt) => rt,
@@ -85,16 +63,8 @@ pub fn main() -> ExitCode {
 /// `exec /bin/sh -c "$FORCE_COMMAND"` with an explicit environment. Only
 /// returns if the exec failed.
 fn exec_forced(command: &str, guard: LockGuard) -> ExitCode {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(command)
-        .env_clear()
-        .env("PATH", SAFE_PATH);
-    for var in PASSED_ENV {
-        if let Some(v) = std::env::var_os(var) {
-            cmd.env(var, v);
-        }
-    }
+    let mut cmd = crate::config::session_command("/bin/sh");
+    cmd.arg("-c").arg(command);
     // The lock descriptor is inheritable (see `lock::acquire`); std resets
     // SIGPIPE and the signal mask before exec, so the shell starts clean.
     let err = cmd.exec();

@@ -187,33 +187,9 @@ pub fn keygen(path: &Path, comment: &str) -> String {
 /// The session user the tests log in as; `tests/setup-host` creates it.
 pub const SESSION_USER: &str = "agent";
 
-/// The `ssh` client, batch mode, no config files, talking to an sshd that
-/// `ssh` itself starts per connection (`sshd -i`, as OpenSSH's regress suite
-/// does), so no port is needed and tests run in parallel. sshd logs to
-/// `log`, keeping the client's stderr the session's own.
-pub fn ssh_via_inetd(sshd_config: &Path, log: &Path, identity: &Path) -> Command {
-    let sshd = which("sshd");
-    let proxy = format!(
-        "{} -i -f {} -E {}",
-        sshd.display(),
-        sshd_config.display(),
-        log.display()
-    );
-    let mut c = ssh_base(identity);
-    c.arg("-o").arg(format!("ProxyCommand={proxy}"));
-    c.arg(format!("{SESSION_USER}@bastion-test"));
-    c
-}
-
-/// The `ssh` client for an sshd listening on 127.0.0.1:`port`.
-pub fn ssh_to_port(port: u16, identity: &Path) -> Command {
-    let mut c = ssh_base(identity);
-    c.args(["-p", &port.to_string()])
-        .arg(format!("{SESSION_USER}@127.0.0.1"));
-    c
-}
-
-fn ssh_base(identity: &Path) -> Command {
+/// The `ssh` client, batch mode, no config files, client log level `level`;
+/// the caller adds the destination and the command.
+pub fn ssh_client(identity: &Path, level: &str) -> Command {
     let mut c = Command::new("ssh");
     c.args(["-F", "/dev/null", "-T"])
         .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
@@ -223,9 +199,46 @@ fn ssh_base(identity: &Path) -> Command {
             "-o",
             "UserKnownHostsFile=/dev/null",
         ])
-        .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10"])
+        .args([
+            "-o",
+            &format!("LogLevel={level}"),
+            "-o",
+            "ConnectTimeout=10",
+        ])
         .arg("-i")
         .arg(identity);
+    c
+}
+
+/// `ProxyCommand=...` that starts `sshd -i -f cfg` per connection (as
+/// OpenSSH's regress suite does): no port, tests run in parallel. sshd logs
+/// to `log`; its stderr, which its helpers (bastion-keys) inherit, goes to
+/// `log` + `.stderr`, as it would go to `docker logs`, so the client's
+/// stderr is only the session's (ssh runs this through `sh -c "exec ..."`).
+pub fn sshd_inetd_proxy(sshd_config: &Path, log: &Path) -> String {
+    format!(
+        "ProxyCommand={} -i -f {} -E {} 2>>{}.stderr",
+        which("sshd").display(),
+        sshd_config.display(),
+        log.display(),
+        log.display()
+    )
+}
+
+/// The `ssh` client talking to an sshd that `ssh` itself starts per
+/// connection (see [`sshd_inetd_proxy`]).
+pub fn ssh_via_inetd(sshd_config: &Path, log: &Path, identity: &Path) -> Command {
+    let mut c = ssh_client(identity, "ERROR");
+    c.arg("-o").arg(sshd_inetd_proxy(sshd_config, log));
+    c.arg(format!("{SESSION_USER}@bastion-test"));
+    c
+}
+
+/// The `ssh` client for an sshd listening on 127.0.0.1:`port`.
+pub fn ssh_to_port(port: u16, identity: &Path) -> Command {
+    let mut c = ssh_client(identity, "ERROR");
+    c.args(["-p", &port.to_string()])
+        .arg(format!("{SESSION_USER}@127.0.0.1"));
     c
 }
 

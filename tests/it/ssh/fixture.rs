@@ -130,39 +130,17 @@ impl Bastion {
     /// helpers (bastion-keys) inherit, goes to a file as it would go to
     /// `docker logs`, so the client's stderr is only the session's.
     pub fn ssh_logging(&self, cfg: &Path, level: &str) -> Command {
-        let mut c = Command::new("ssh");
-        c.args(["-F", "/dev/null", "-T"])
-            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
-            .args([
-                "-o",
-                &format!("LogLevel={level}"),
-                "-o",
-                "ConnectTimeout=10",
-            ])
-            .arg("-i")
-            .arg(&self.key)
-            .arg("-o")
+        let mut c = harness::ssh_client(&self.key, level);
+        c.arg("-o")
             .arg(self.proxy_command(cfg))
             .arg(format!("{}@bastion-test", harness::SESSION_USER));
         c
     }
 
-    /// `ProxyCommand=...` starting `sshd -i` on `cfg` (ssh runs it through
-    /// `sh -c "exec ..."`, so the redirection applies to sshd).
+    /// `ProxyCommand=...` starting `sshd -i` on `cfg`, logging to
+    /// [`log`](Self::log).
     pub fn proxy_command(&self, cfg: &Path) -> String {
-        format!(
-            "ProxyCommand={} -i -f {} -E {} 2>>{}",
-            harness::which("sshd").display(),
-            cfg.display(),
-            self.log().display(),
-            self.root.join("sshd.stderr").display()
-        )
+        harness::sshd_inetd_proxy(cfg, &self.log())
     }
 
     /// Starts the entrypoint for real (it execs `sshd -D -e`) on a free
