@@ -22,7 +22,9 @@ pub(super) fn ensure(dir: &Path, keygen: &Path) -> Result<Vec<PathBuf>, BootErro
     let mut paths = Vec::new();
     for (kind, name) in TYPES {
         let path = dir.join(name);
-        let action = match fs::symlink_metadata(&path) {
+        // `metadata` follows a symlink: sshd reads the key it points to, so
+        // that is the mode to check.
+        let action = match fs::metadata(&path) {
             Ok(m) => {
                 if m.permissions().mode() & 0o077 != 0 {
                     eprintln!(

@@ -230,16 +230,18 @@ fn count_keys(bytes: &[u8]) -> usize {
         .count()
 }
 
+/// Valid keys in `users.d`, read the way `bastion-keys` reads them (no
+/// symlinks, no FIFOs or devices, bounded size), so a hostile entry can
+/// neither hang nor exhaust the boot.
 fn count_dir_keys(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    use crate::keys::source;
+    let Ok(names) = source::list_dir(dir) else {
         return 0;
     };
-    entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
-        .filter_map(|p| std::fs::read(p).ok())
-        .map(|b| count_keys(&b))
+    names
+        .iter()
+        .filter_map(|name| source::read_entry(dir, name))
+        .map(|found| found.keys.len())
         .sum()
 }
 

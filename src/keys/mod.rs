@@ -6,7 +6,7 @@
 mod index;
 mod line;
 mod sha256;
-mod source;
+pub(crate) mod source;
 
 use crate::audit::escape;
 use crate::config::{Runtime, RUNTIME_FILE};

@@ -6,7 +6,8 @@ use super::fixture::Bastion;
 use crate::harness::{self, output, run_expect, stderr, stdout};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn keyscan(port: u16) -> Vec<String> {
     let out = run_expect(
@@ -265,6 +266,40 @@ fn zero_keys_is_a_warning_not_a_failure() {
     let out = run_expect(b.entrypoint().arg("--prepare-only"), 0);
     assert!(
         stderr(&out).contains("warning: no authorized keys"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn hostile_users_d_entries_neither_hang_nor_count_at_boot() {
+    let b = Bastion::new("boot-hostile-usersd").force("true");
+    let dir = b.root.join("etc/bastion/users.d");
+    // A FIFO would block a plain read forever, /dev/zero would never end,
+    // and text that is not a key is not a key.
+    run_expect(Command::new("mkfifo").arg(dir.join("fifo.pub")), 0);
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.pub")).unwrap();
+    std::fs::write(dir.join("junk.pub"), "not a key\nssh-ed25519 !!!\n").unwrap();
+    let mut child = b
+        .entrypoint()
+        .arg("--prepare-only")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let finished = harness::wait_until(Duration::from_secs(60), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !finished {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(finished, "the boot hangs on a hostile users.d entry");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Only tester.pub's key counts.
+    assert!(
+        stderr(&out).contains("1 authorized key line(s) found at boot"),
         "{}",
         stderr(&out)
     );
