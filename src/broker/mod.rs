@@ -221,6 +221,7 @@ fn config_from(runtime: Option<PathBuf>) -> Result<BrokerConfig, String> {
 }
 
 pub fn main() -> ExitCode {
+    crate::sys::fd::cloexec_inherited();
     let cli = match exit::parse_args::<Cli>() {
         Ok(a) => a,
         Err(code) => return code,

@@ -117,6 +117,7 @@ enum BootError {
 }
 
 pub fn main() -> ExitCode {
+    crate::sys::fd::cloexec_inherited();
     let args = match exit::parse_args::<Args>() {
         Ok(a) => a,
         Err(code) => return code,

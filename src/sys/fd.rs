@@ -3,7 +3,43 @@
 //! the lock is held for the whole command tree (SPEC 5).
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::libc;
 use std::os::fd::AsFd;
+
+/// Marks every descriptor from 3 up close-on-exec, so nothing a parent
+/// leaked (a pipe, a socket) reaches a command this process execs. Called
+/// first thing by the binaries that exec commands; the lock descriptor is
+/// made inheritable afterwards, on purpose.
+pub(crate) fn cloexec_inherited() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets descriptor
+    // flags (nothing is closed, no memory is touched).
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } == 0;
+    if done {
+        return;
+    }
+    // Kernels before 5.11 lack the flag: walk /proc/self/fd (the listing's
+    // own descriptor is closed before the loop).
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd >= 3)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number only sets its flags; one
+        // that is no longer open fails with EBADF, which is fine.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
 
 /// Clears `FD_CLOEXEC` on `fd` so it is inherited across `exec`.
 pub(crate) fn set_inheritable(fd: impl AsFd) -> std::io::Result<()> {

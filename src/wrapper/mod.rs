@@ -31,6 +31,7 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
+    crate::sys::fd::cloexec_inherited();
     let args = match exit::parse_args::<Args>() {
         Ok(a) => a,
         Err(code) => return code,

@@ -89,3 +89,26 @@ fn unknown_arguments_are_usage_errors() {
     let out = run_expect(wrapper().arg("extra-positional"), 2);
     assert_eq!(stdout(&out), "");
 }
+
+#[test]
+fn descriptors_leaked_by_the_caller_do_not_reach_the_command() {
+    // Whatever started the wrapper may have leaked descriptors (here 7 and
+    // 9, without close-on-exec): the command keeps only 0-2 and the lock.
+    let b = Bastion::new("wrap-fds").force("ls -l /proc/$$/fd");
+    b.prepare();
+    let rt = b.root.join("run/bastion/runtime.json");
+    let script = format!(
+        "exec 7</dev/null 9>/dev/null; exec {} --runtime {}",
+        harness::bin("bastion-wrapper").display(),
+        rt.display()
+    );
+    let out = run_expect(harness::clean_cmd("/bin/sh").args(["-c", &script]), 0);
+    let listed = stdout(&out);
+    let fd = |n: &str| listed.lines().any(|l| l.contains(&format!(" {n} -> ")));
+    assert!(fd("0") && fd("1") && fd("2"), "{listed}");
+    assert!(
+        !fd("7") && !fd("9"),
+        "a leaked descriptor reached the command\n{listed}"
+    );
+    assert!(listed.contains("command.lock"), "{listed}");
+}
