@@ -28,6 +28,12 @@ BIN=$PWD/target/release/bastion-keys
 
 WORK=$(mktemp -d /tmp/bastion-bench-keys.XXXXXX)
 chmod 755 "$WORK"
+# The key index's socket directory sits next to the runtime file and must
+# be its user's alone: root's for the lookups run here, nobody's (with a
+# copy of each runtime file) for sshd's calls.
+install -d -m 0700 "$WORK/keys-index"
+install -d -m 0755 "$WORK/nobody"
+install -d -m 0700 -o nobody -g "$(id -g nobody)" "$WORK/nobody/keys-index"
 SAFE=""
 cleanup() {
   # The key indexes this run started exit when their directory goes.
@@ -89,6 +95,7 @@ EOF
  "merged_keys_file":"$WORK/merged-$n","pty":false}
 EOF
   chmod 644 "$WORK/runtime-$n.json" "$WORK/merged-$n"
+  cp -p "$WORK/runtime-$n.json" "$WORK/nobody/runtime-$n.json"
   # Start the key index (as root for the lookups; sshd's calls run as
   # nobody and start their own) and wait until it answers.
   "$BIN" --runtime "$WORK/runtime-$n.json" agent >/dev/null 2>&1
@@ -168,7 +175,7 @@ cp "$WORK/client.pub" "$WORK/static_keys"
 chmod 644 "$WORK/static_keys"
 for n in 1 10000; do
   sshd_config "$WORK/sshd-keys-$n" "AuthorizedKeysFile none" \
-    "AuthorizedKeysCommand $BIN --runtime $WORK/runtime-$n.json %u %f" \
+    "AuthorizedKeysCommand $BIN --runtime $WORK/nobody/runtime-$n.json %u %f" \
     "AuthorizedKeysCommandUser nobody"
 done
 sshd_config "$WORK/sshd-base-10000" "AuthorizedKeysFile none" \

@@ -108,6 +108,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
 
     files::ensure_root_dir(&p.run_dir, 0o755)
         .map_err(|e| BootError::io(format!("prepare {}", p.run_dir.display()), e))?;
+    prepare_key_index_dir(&p.runtime_file)?;
     let host_keys = hostkeys::ensure(&p.host_keys_dir, &keygen)?;
 
     let merged = merge_keys(&[&s.keys_host, &s.keys_repo])?;
@@ -186,6 +187,23 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         .env("PATH", SAFE_PATH)
         .exec();
     Err(BootError::io(format!("exec {}", sshd.display()), err))
+}
+
+/// The key index's socket directory, next to the runtime file: owned by
+/// `nobody` (sshd's AuthorizedKeysCommandUser), mode 0700, so no other
+/// user can plant or squat the socket. Without a `nobody` user, lookups
+/// read every file (slower, still correct).
+fn prepare_key_index_dir(runtime_file: &Path) -> Result<(), BootError> {
+    let dir = crate::keys::index::socket_dir(runtime_file);
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        log(&format!(
+            "warning: no user nobody: no key index, {} not created",
+            dir.display()
+        ));
+        return Ok(());
+    };
+    files::ensure_private_dir(&dir, nobody.uid.as_raw(), nobody.gid.as_raw(), 0o700)
+        .map_err(|e| BootError::io(format!("prepare {}", dir.display()), e))
 }
 
 fn find_program(name: &str) -> Result<PathBuf, BootError> {

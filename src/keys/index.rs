@@ -1,8 +1,10 @@
 //! The key index: one small process per `users.d` (started by the first
 //! `bastion-keys` call that finds none, running as the same unprivileged
 //! user) that keeps every `*.pub` parsed in memory, kept current by
-//! inotify, and answers lookups over an abstract Unix socket. A lookup then
-//! costs one round trip, whatever the number of files.
+//! inotify, and answers lookups over a Unix socket in a private directory
+//! (`keys-index/` next to the runtime file, only its user and root may
+//! enter it). A lookup then costs one round trip, whatever the number of
+//! files.
 //!
 //! It never answers from a view older than the question: inotify queues an
 //! event before the syscall that changed a file returns, and the index
@@ -12,8 +14,9 @@
 //! for content written through any path (hard links, bind-mounted files).
 //! Anything it cannot vouch for (a file system whose changes may not come
 //! from this kernel, a watch it could not add, another directory now at the
-//! path, a socket held by a stranger) makes the caller read every file
-//! instead: slower, never wrong.
+//! path, a socket directory or socket not its user's, an answer that is late
+//! or malformed) makes the caller read every file instead: slower, never
+//! wrong.
 
 use super::line;
 use super::source::{self, FileKeys, FoundKey};
@@ -24,10 +27,9 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -39,7 +41,17 @@ pub(crate) const CALLER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The index exits after this long without a question.
 const IDLE_EXIT: Duration = Duration::from_secs(3600);
 /// Largest answer a caller accepts.
-const MAX_ANSWER: u64 = 64 * 1024 * 1024;
+const MAX_ANSWER: usize = 64 * 1024 * 1024;
+/// The private directory of the sockets, next to the runtime file.
+const SOCKET_DIR: &str = "keys-index";
+
+/// Where the index sockets live for the runtime file `runtime_file`.
+pub(crate) fn socket_dir(runtime_file: &Path) -> PathBuf {
+    runtime_file
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(SOCKET_DIR)
+}
 
 const DIR_EVENTS: u32 = sys::IN_CREATE
     | sys::IN_DELETE
@@ -84,14 +96,32 @@ fn dir_id(dir: &Path) -> io::Result<(u64, u64)> {
     std::fs::metadata(dir).map(|m| (m.dev(), m.ino()))
 }
 
-/// The socket of the index of one directory: per directory object (not
-/// path: another directory at the path, or the same path in another
-/// container sharing the network namespace, is another index), per user,
-/// per protocol.
-fn address(id: (u64, u64)) -> io::Result<SocketAddr> {
-    let uid = nix::unistd::geteuid().as_raw();
-    let name = format!("bastion-keys/{PROTOCOL}/{uid}/{}:{}", id.0, id.1);
-    SocketAddr::from_abstract_name(name.as_bytes())
+/// The socket of the index of one directory, in the socket directory: per
+/// directory object (not path: another directory at the path is another
+/// index), per protocol. The directory is per user.
+fn socket_name(id: (u64, u64)) -> String {
+    format!("{PROTOCOL}-{}-{}.sock", id.0, id.1)
+}
+
+/// The socket directory may be used only if no one but our user (and
+/// root) can enter it: a real directory (not a symlink), ours, mode 0700
+/// or stricter. Anyone else could plant or squat the socket.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    let shown = crate::audit::escape_bytes(dir.as_os_str().as_bytes());
+    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{shown}: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !m.file_type().is_dir() {
+        Err(format!("{shown} is not a directory"))
+    } else if m.uid() != me {
+        Err(format!("{shown} is owned by uid {}, not uid {me}", m.uid()))
+    } else if m.mode() & 0o077 != 0 {
+        Err(format!(
+            "{shown} has mode {:o}, not 0700",
+            m.mode() & 0o7777
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// Only root and our own user may ask or answer.
@@ -151,66 +181,145 @@ impl Fallback {
     }
 }
 
-/// Asks the index of `dir` for the keys matching `fingerprint` (all keys
-/// without one) and every problem it knows of.
+/// Asks the index of `dir` (its socket in `sockets`) for the keys matching
+/// `fingerprint` (all keys without one) and every problem it knows of,
+/// giving up after `timeout`.
 pub(crate) fn query(
     dir: &Path,
+    sockets: &Path,
     fingerprint: Option<&str>,
     timeout: Duration,
 ) -> Result<FileKeys, Fallback> {
+    let deadline = Instant::now() + timeout;
     if !trusted_fs(dir) {
         return Err(Fallback::quiet(
             "not a local file system inotify can vouch for",
         ));
     }
+    private_dir(sockets).map_err(|why| {
+        Fallback::noted(format!("key index not used ({why}); reading every file"))
+    })?;
     let id = dir_id(dir).map_err(Fallback::quiet)?;
-    let addr = address(id).map_err(Fallback::quiet)?;
-    let mut sock = match UnixStream::connect_addr(&addr) {
-        Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            return Err(Fallback {
-                start_one: true,
-                note: None,
-                reason: "no key index runs for this directory".into(),
-            })
+    let path = sockets.join(socket_name(id));
+    let late = || {
+        Fallback::noted(format!(
+            "the key index did not answer within {} s; reading every file",
+            timeout.as_secs_f32()
+        ))
+    };
+    let mut sock = loop {
+        match sys::connect_unix_nonblocking(&path) {
+            Ok(s) => break s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+                ) =>
+            {
+                return Err(Fallback {
+                    start_one: true,
+                    note: None,
+                    reason: "no key index runs for this directory".into(),
+                })
+            }
+            // Its backlog is full: it is busy, or stuck.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(late());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(Fallback::quiet(e)),
         }
-        Err(e) => return Err(Fallback::quiet(e)),
     };
     trusted_peer(&sock).map_err(|why| {
         Fallback::noted(format!(
             "key index socket not used ({why}); reading every file"
         ))
     })?;
-    let _ = sock.set_read_timeout(Some(timeout));
-    let _ = sock.set_write_timeout(Some(timeout));
-    let question = format!("{}\n", fingerprint.unwrap_or("-"));
-    let mut raw = Vec::new();
-    sock.write_all(question.as_bytes())
-        .and_then(|()| sock.shutdown(std::net::Shutdown::Write))
-        .and_then(|()| {
-            (&mut sock)
-                .take(MAX_ANSWER)
-                .read_to_end(&mut raw)
-                .map(|_| ())
-        })
-        .map_err(Fallback::quiet)?;
+    let raw = exchange(&mut sock, fingerprint, deadline).map_err(|e| {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            late()
+        } else {
+            Fallback::quiet(e)
+        }
+    })?;
     let reply: Reply = serde_json::from_slice(&raw).map_err(Fallback::quiet)?;
     if let Some(why) = reply.degraded {
         return Err(Fallback::noted(format!(
-            "key index unavailable ({why}); reading every file"
+            "key index unavailable ({}); reading every file",
+            crate::audit::escape(&why)
         )));
     }
     // The index must watch the directory that is at the path now.
     if reply.dir != id || dir_id(dir).ok() != Some(id) {
         return Err(Fallback::quiet("the index watches another directory"));
     }
+    checked(reply).map_err(|why| {
+        Fallback::noted(format!(
+            "the key index sent {why}; answer discarded, reading every file"
+        ))
+    })
+}
+
+/// Sends the question and reads the whole answer, all before `deadline`.
+fn exchange(
+    sock: &mut UnixStream,
+    fingerprint: Option<&str>,
+    deadline: Instant,
+) -> io::Result<Vec<u8>> {
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))
+    };
+    sock.set_nonblocking(false)?;
+    sock.set_write_timeout(Some(left()?))?;
+    let question = format!("{}\n", fingerprint.unwrap_or("-"));
+    sock.write_all(question.as_bytes())?;
+    sock.shutdown(std::net::Shutdown::Write)?;
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // A timeout per read would let a slow writer go on for ever.
+        sock.set_read_timeout(Some(left()?))?;
+        match sock.read(&mut buf) {
+            Ok(0) => return Ok(raw),
+            Ok(n) if raw.len() + n > MAX_ANSWER => {
+                return Err(io::Error::other("the answer is too large"))
+            }
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Holds the index's answer to the rules of a scan: every identity one a
+/// file name could give, every key a key line the parser accepts, every
+/// problem one printable line. Anything else is not from our index, or
+/// not an answer we can print.
+fn checked(reply: Reply) -> Result<FileKeys, &'static str> {
+    let printable = |s: &str| crate::audit::escape(&s.replace('\\', "")) == s.replace('\\', "");
+    if !reply.problems.iter().all(|p| printable(p)) {
+        return Err("a problem line with control characters");
+    }
     let mut out = FileKeys {
         keys: Vec::with_capacity(reply.keys.len()),
         problems: reply.problems,
     };
     for k in reply.keys {
-        let Ok(line::Line::Key(key)) = line::parse(k.key.as_bytes()) else {
-            return Err(Fallback::quiet("the index sent a malformed key"));
+        let name = OsString::from(format!("{}.pub", k.identity));
+        if !matches!(source::identity_of(&name), Some(Ok(id)) if id == k.identity) {
+            return Err("an invalid identity");
+        }
+        let key = match line::parse(k.key.as_bytes()) {
+            Ok(line::Line::Key(key)) if key.to_openssh() == k.key => key,
+            _ => return Err("a malformed key"),
         };
         out.keys.push(FoundKey {
             identity: k.identity,
@@ -222,18 +331,23 @@ pub(crate) fn query(
     Ok(out)
 }
 
-/// Starts an index for `dir` in the background, detached from sshd: its
-/// own process group, no inherited stdio (sshd waits for our stdout to
-/// close). The caller does not wait for it.
-pub(crate) fn start(dir: &Path) {
+/// Starts an index for `dir` (its socket in `sockets`) in the background,
+/// detached from sshd: its own process group, no inherited stdio (sshd
+/// waits for our stdout to close). The caller does not wait for it.
+pub(crate) fn start(dir: &Path, sockets: &Path) {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
-    let (Ok(exe), Ok(dir)) = (std::env::current_exe(), std::path::absolute(dir)) else {
+    let (Ok(exe), Ok(dir), Ok(sockets)) = (
+        std::env::current_exe(),
+        std::path::absolute(dir),
+        std::path::absolute(sockets),
+    ) else {
         return;
     };
     let _ = Command::new(exe)
         .arg("--serve-index")
         .arg(&dir)
+        .arg(&sockets)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -243,16 +357,94 @@ pub(crate) fn start(dir: &Path) {
         .spawn();
 }
 
-/// The index process: answers until the directory goes away or no one
-/// asked for `IDLE_EXIT`.
-pub(crate) fn serve(dir: &Path) -> io::Result<()> {
-    let id = dir_id(dir)?;
-    let listener = match UnixListener::bind_addr(&address(id)?) {
+/// The socket file of a running index; removed when the index stops, if
+/// it is still this one.
+struct Bound {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl Bound {
+    fn still_ours(&self) -> bool {
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if self.still_ours() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Binds the socket of the index of `id` in `sockets`, or `None` when
+/// another index serves it. A lock file held for the index's life makes
+/// one index per directory; a socket file left by an index that died is
+/// removed only once connecting to it is refused.
+fn bind(
+    sockets: &Path,
+    id: (u64, u64),
+) -> io::Result<Option<(UnixListener, Bound, std::fs::File)>> {
+    private_dir(sockets).map_err(io::Error::other)?;
+    let name = socket_name(id);
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(sockets.join(format!("{name}.lock")))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    let path = sockets.join(name);
+    let listener = match UnixListener::bind(&path) {
         Ok(l) => l,
-        // Another index already serves this directory.
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            match sys::connect_unix_nonblocking(&path) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(&path)?;
+                    match UnixListener::bind(&path) {
+                        Ok(l) => l,
+                        // Lost a race: the other one serves.
+                        Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Ok(None),
+                        Err(e) => return Err(e),
+                    }
+                }
+                // Someone answers there (or is too busy to): not ours to take.
+                _ => return Ok(None),
+            }
+        }
         Err(e) => return Err(e),
     };
+    let m = std::fs::symlink_metadata(&path)?;
+    let bound = Bound {
+        path,
+        id: (m.dev(), m.ino()),
+    };
+    Ok(Some((listener, bound, lock)))
+}
+
+/// The index process: answers until the directory goes away, its socket
+/// file is removed or replaced, or no one asked for `IDLE_EXIT`.
+pub(crate) fn serve(dir: &Path, sockets: &Path) -> io::Result<()> {
+    let id = dir_id(dir)?;
+    let Some((listener, bound, lock)) = bind(sockets, id)? else {
+        return Ok(());
+    };
+    let r = serve_on(dir, id, &listener, &bound);
+    // The socket file goes before the lock: whoever takes the lock next
+    // finds no live socket in its way.
+    drop(bound);
+    drop(listener);
+    drop(lock);
+    r
+}
+
+fn serve_on(dir: &Path, id: (u64, u64), listener: &UnixListener, bound: &Bound) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let mounts = std::fs::File::open("/proc/self/mountinfo")?;
     let mut index = Index::start(dir.to_owned(), id, mounts)?;
@@ -295,7 +487,10 @@ pub(crate) fn serve(dir: &Path) -> io::Result<()> {
         // Once a minute at most when idle: stop when no one asks any more,
         // or when the directory is gone or another one is at the path (its
         // own watch is then on the old one).
-        if last_question.elapsed() > IDLE_EXIT || dir_id(dir).ok() != Some(index.dir_id) {
+        if last_question.elapsed() > IDLE_EXIT
+            || dir_id(dir).ok() != Some(index.dir_id)
+            || !bound.still_ours()
+        {
             return Ok(());
         }
         index.retry_if_degraded();

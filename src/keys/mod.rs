@@ -3,7 +3,7 @@
 //! through an option written in a `.pub` file, and never answers from a
 //! view of `users.d` older than the call.
 
-mod index;
+pub(crate) mod index;
 mod line;
 mod sha256;
 pub(crate) mod source;
@@ -32,9 +32,16 @@ struct Cli {
     /// Answer only from the key index; exit 1 if it cannot (diagnostics).
     #[arg(long, conflicts_with = "scan")]
     index_only: bool,
-    /// Run the key index of DIR (started by bastion-keys itself).
-    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
-    serve_index: Option<PathBuf>,
+    /// Run the key index of DIR, its socket in SOCKETS (started by
+    /// bastion-keys itself).
+    #[arg(
+        long,
+        num_args = 2,
+        value_names = ["DIR", "SOCKETS"],
+        hide = true,
+        exclusive = true
+    )]
+    serve_index: Option<Vec<PathBuf>>,
     /// The user sshd authenticates (`%u`); only the bastion user has keys.
     #[arg(required_unless_present = "serve_index")]
     user: Option<String>,
@@ -50,8 +57,8 @@ pub fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    if let Some(dir) = &cli.serve_index {
-        return match index::serve(dir) {
+    if let Some([dir, sockets]) = cli.serve_index.as_deref() {
+        return match index::serve(dir, sockets) {
             Ok(()) => exit::code(exit::OK),
             Err(e) => {
                 eprintln!("bastion-keys: key index for {}: {e}", dir.display());
@@ -79,7 +86,8 @@ pub fn main() -> ExitCode {
     // Only SHA256 fingerprints are computed here; with another
     // FingerprintHash in sshd_config, print every key rather than none.
     let fingerprint = cli.fingerprint.filter(|f| f.starts_with("SHA256:"));
-    let Some((answer, start_index)) = lookup(&rt, fingerprint.as_deref(), how) else {
+    let sockets = index::socket_dir(&cli.runtime);
+    let Some((answer, start_index)) = lookup(&rt, &sockets, fingerprint.as_deref(), how) else {
         eprintln!("bastion-keys: the key index cannot answer");
         return exit::code(exit::FAILURE);
     };
@@ -98,7 +106,7 @@ pub fn main() -> ExitCode {
     drop(out);
     // After answering, so this login does not wait for it.
     if start_index {
-        index::start(&rt.authorized_keys_dir);
+        index::start(&rt.authorized_keys_dir, &sockets);
     }
     exit::code(exit::OK)
 }
@@ -113,7 +121,12 @@ pub(crate) struct Answer {
 /// The answer for the bastion user: merged keys first, then `users.d`
 /// from the key index when one can vouch for it, else from reading every
 /// file. Also says whether to start an index for the next calls.
-fn lookup(rt: &Runtime, fingerprint: Option<&str>, how: Via) -> Option<(Answer, bool)> {
+fn lookup(
+    rt: &Runtime,
+    sockets: &Path,
+    fingerprint: Option<&str>,
+    how: Via,
+) -> Option<(Answer, bool)> {
     let dir = &rt.authorized_keys_dir;
     let mut files = vec![read_merged(&rt.merged_keys_file)];
     let mut start_index = false;
@@ -124,7 +137,7 @@ fn lookup(rt: &Runtime, fingerprint: Option<&str>, how: Via) -> Option<(Answer, 
         } else {
             index::CALLER_TIMEOUT
         };
-        match index::query(dir, fingerprint, timeout) {
+        match index::query(dir, sockets, fingerprint, timeout) {
             Ok(f) => Some(f),
             Err(fallback) if how == Via::IndexOnly => {
                 eprintln!("bastion-keys: {}", fallback.reason);

@@ -1,7 +1,8 @@
 //! Reading key files: one `users.d/*.pub` file or the boot-merged file,
 //! into keys plus one problem line per thing skipped. It never follows a
-//! symlink in `users.d`, never blocks on a FIFO and never reads more than
-//! `MAX_FILE` bytes of a file.
+//! symlink in `users.d`, never blocks on a FIFO, never reads more than
+//! `MAX_FILE` bytes of a file and never reports more than `MAX_PROBLEMS`
+//! problems (plus a count of the rest) for one file.
 
 use super::line::{self, Line, PublicKey};
 use crate::audit::{escape, escape_bytes};
@@ -13,7 +14,10 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 /// A key file larger than this is read up to here (and the cut logged).
-pub(crate) const MAX_FILE: u64 = 8 * 1024 * 1024;
+pub(crate) const MAX_FILE: u64 = 1024 * 1024;
+/// Problems reported per file; the rest are counted in one more line, so
+/// a file of junk costs a few log lines, not one per line.
+pub(crate) const MAX_PROBLEMS: usize = 5;
 
 /// One key that may be printed, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,8 +129,10 @@ pub(crate) fn read_file(path: &Path, shown: &str, identity: &str, follow: bool) 
     out
 }
 
-/// Parses file contents into keys and problems.
+/// Parses file contents into keys and problems (the first
+/// `MAX_PROBLEMS` of them, then how many more there are).
 pub(crate) fn parse_into(data: &[u8], shown: &str, identity: &str, out: &mut FileKeys) {
+    let mut more = 0usize;
     for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
         let n = i + 1;
         match line::parse(raw) {
@@ -137,8 +143,13 @@ pub(crate) fn parse_into(data: &[u8], shown: &str, identity: &str, out: &mut Fil
                 fingerprint: key.fingerprint(),
                 key,
             }),
+            Err(_) if out.problems.len() >= MAX_PROBLEMS => more += 1,
             Err(e) => out.problems.push(format!("{shown}:{n}: skipped: {e}")),
         }
+    }
+    if more > 0 {
+        out.problems
+            .push(format!("{shown}: and {more} more problems in this file"));
     }
 }
 
@@ -228,5 +239,23 @@ mod tests {
         assert_eq!(out.problems.len(), 2, "{:?}", out.problems);
         assert!(out.problems[0].starts_with("f.pub:1: skipped: unknown key type junk"));
         assert!(out.problems[1].starts_with("f.pub:5: skipped: options"));
+    }
+
+    #[test]
+    fn problems_per_file_are_capped() {
+        let good =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g";
+        let data = format!("{}{good}\n", "junk\n".repeat(1000));
+        let mut out = FileKeys::default();
+        parse_into(data.as_bytes(), "f.pub", "f", &mut out);
+        assert_eq!(out.keys.len(), 1);
+        assert_eq!(out.problems.len(), MAX_PROBLEMS + 1, "{:?}", out.problems);
+        assert_eq!(
+            out.problems[MAX_PROBLEMS],
+            format!(
+                "f.pub: and {} more problems in this file",
+                1000 - MAX_PROBLEMS
+            )
+        );
     }
 }

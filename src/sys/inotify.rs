@@ -1,5 +1,6 @@
-//! Raw inotify and poll for the key index (`keys::index`): the watch on
-//! `users.d` that lets the index answer without re-reading every file.
+//! Raw inotify, poll and a non-blocking Unix socket connect for the key
+//! index (`keys::index`): the watch on `users.d` that lets the index answer
+//! without re-reading every file, and a way to ask it that never hangs.
 
 use nix::libc;
 use std::ffi::CString;
@@ -7,6 +8,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -142,6 +144,57 @@ pub(crate) fn peer_uid(sock: &impl AsRawFd) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(cred.uid)
+}
+
+/// Connects to the stream socket at `path` without ever waiting: a
+/// listener whose backlog is full gives `WouldBlock` at once (a blocking
+/// `connect` would wait for as long as no one accepts). The stream returned
+/// is non-blocking.
+pub(crate) fn connect_unix_nonblocking(path: &Path) -> io::Result<UnixStream> {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: plain syscall with constant arguments.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+    // SAFETY: `addr` is a valid sockaddr_un and `len` is within its size
+    // (checked above); the kernel only reads it.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EINPROGRESS) => io::Error::from(io::ErrorKind::WouldBlock),
+            _ => e,
+        });
+    }
+    Ok(UnixStream::from(fd))
 }
 
 #[cfg(test)]

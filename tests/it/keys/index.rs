@@ -254,63 +254,207 @@ fn index_sees_a_file_bind_mounted_into_the_directory() {
 }
 
 #[test]
-fn a_socket_held_by_another_user_is_never_believed() {
-    use std::os::unix::fs::MetadataExt;
-    use std::process::Stdio;
-    // The session user binds the index's socket name before the index
-    // starts and answers with its own key: bastion-keys must notice that
-    // the socket is not its user's, say so, and read the files itself.
+fn the_session_user_cannot_plant_or_squat_the_socket() {
+    // The socket lives in a directory only nobody (and root) may enter:
+    // the session user can neither create a socket there nor reach one.
     let k = Keys::new("keys-index-squat");
     let (_, alice) = k.client_key("alice");
-    let (_, evil) = k.client_key("evil");
     k.pubfile("alice.pub", &alice);
+    start_index(&k);
+    let sockets = k.tmp.join("keys-index");
+    for attack in [
+        format!("touch {}/evil", sockets.display()),
+        format!("ls {}", sockets.display()),
+        format!("mv {0} {0}.old", sockets.display()),
+        format!(
+            "perl -MSocket -e 'socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; \
+             bind($s, pack_sockaddr_un(\"{}/x.sock\")) or die'",
+            sockets.display()
+        ),
+    ] {
+        let out = harness::output(
+            harness::clean_cmd("setpriv")
+                .args([
+                    "--reuid",
+                    harness::SESSION_USER,
+                    "--regid",
+                    harness::SESSION_USER,
+                    "--clear-groups",
+                    "sh",
+                    "-c",
+                ])
+                .arg(&attack),
+        );
+        assert!(!out.status.success(), "session user could: {attack}");
+    }
+    let (out, _) = same_answer(&k, &[harness::SESSION_USER]);
+    assert_eq!(out, format!("restrict {} alice\n", super::bare(&alice)));
+}
+
+#[test]
+fn a_socket_directory_others_could_enter_is_not_used() {
+    let k = Keys::new("keys-index-baddir");
+    let (_, alice) = k.client_key("alice");
+    k.pubfile("alice.pub", &alice);
+    let sockets = k.tmp.join("keys-index");
+    let want = format!("restrict {} alice\n", super::bare(&alice));
+    let check = |why: &str| {
+        let out = k.run(&[harness::SESSION_USER]);
+        assert_eq!(harness::stdout(&out), want, "{why}");
+        let err = harness::stderr(&out);
+        assert!(err.contains("key index not used ("), "{why}: {err}");
+        assert!(err.contains(why), "{why}: {err}");
+        assert_eq!(err.lines().count(), 1, "{why}: {err}");
+        assert!(!index_running(&k.users_d), "{why}: an index was started");
+    };
+    // Group or other bits.
+    harness::set_mode(&sockets, 0o730);
+    check("has mode 730, not 0700");
+    harness::set_mode(&sockets, 0o701);
+    check("has mode 701, not 0700");
+    // Another owner (the session user's, or root's).
+    harness::set_mode(&sockets, 0o700);
+    std::os::unix::fs::chown(&sockets, Some(0), Some(0)).unwrap();
+    check("is owned by uid 0, not uid 65534");
+    // A symlink to a directory that would pass.
+    let real = k.tmp.join("real-index");
+    std::fs::rename(&sockets, &real).unwrap();
+    std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::symlink(&real, &sockets).unwrap();
+    check("keys-index is not a directory");
+    // Missing.
+    std::fs::remove_file(&sockets).unwrap();
+    check("No such file or directory");
+}
+
+/// Runs `script` (perl, with the socket path as $ARGV[0] and $ARGV[1..])
+/// as `nobody`: the index's own user, the one user that can bind in the
+/// socket directory. Returns once it printed "ready".
+fn impostor(k: &Keys, script: &str, args: &[&str]) -> std::process::Child {
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Stdio;
     let meta = std::fs::metadata(&k.users_d).unwrap();
-    let name = format!("bastion-keys/v1/65534/{}:{}", meta.dev(), meta.ino());
-    let forged = serde_json::json!({
-        "dir": [meta.dev(), meta.ino()],
-        "degraded": null,
-        "problems": [],
-        "keys": [{"identity": "alice", "line": 1, "key": super::bare(&evil)}],
-    })
-    .to_string();
-    let script = r#"
-        use Socket;
-        socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
-        bind($s, pack_sockaddr_un("\0" . $ARGV[0])) or die "bind: $!";
-        listen($s, 16) or die "listen: $!";
-        $| = 1; print "ready\n";
-        while (accept(my $c, $s)) { my $q = <$c>; print $c $ARGV[1]; close $c; }
-    "#;
-    let mut squatter = harness::clean_cmd("setpriv")
-        .args([
-            "--reuid",
-            harness::SESSION_USER,
-            "--regid",
-            harness::SESSION_USER,
-        ])
-        .args(["--clear-groups", "perl", "-e", script, &name, &forged])
+    let path = k
+        .tmp
+        .join("keys-index")
+        .join(format!("v1-{}-{}.sock", meta.dev(), meta.ino()));
+    let mut child = harness::clean_cmd("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["perl", "-MSocket", "-e", script])
+        .arg(&path)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut ready = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(squatter.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
         &mut ready,
     )
     .unwrap();
     assert_eq!(ready, "ready\n");
+    child
+}
 
-    let out = k.run(&[harness::SESSION_USER]);
-    let _ = squatter.kill();
-    let _ = squatter.wait();
-    assert_eq!(
-        harness::stdout(&out),
-        format!("restrict {} alice\n", super::bare(&alice))
-    );
+const BIND: &str = r#"
+    socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die "socket: $!";
+    bind($s, pack_sockaddr_un($ARGV[0])) or die "bind: $!";
+    listen($s, 0) or die "listen: $!";
+    $| = 1; print "ready\n";
+"#;
+
+#[test]
+fn a_forged_answer_is_checked_and_discarded() {
+    use std::os::unix::fs::MetadataExt;
+    // Even from the index's own user, an answer that a scan could not
+    // give (an identity with a newline, a key line with options) is not
+    // printed: the caller reads every file instead.
+    let k = Keys::new("keys-index-forged");
+    let (_, alice) = k.client_key("alice");
+    let (_, evil) = k.client_key("evil");
+    k.pubfile("alice.pub", &alice);
+    let meta = std::fs::metadata(&k.users_d).unwrap();
+    let evil_key = super::bare(&evil);
+    let forgeries = [
+        ("alice\n".to_owned() + &evil_key, evil_key.clone(), vec![]),
+        (
+            "alice".to_owned(),
+            format!("command=\"sh\" {evil_key}"),
+            vec![],
+        ),
+        (
+            "alice".to_owned(),
+            format!("{evil_key}\n{evil_key}"),
+            vec![],
+        ),
+        (
+            "alice".to_owned(),
+            evil_key.clone(),
+            vec!["x\nbastion-keys: forged".to_owned()],
+        ),
+    ];
+    let script =
+        format!("{BIND}while (accept(my $c, $s)) {{ my $q = <$c>; print $c $ARGV[1]; close $c; }}");
+    for (identity, key, problems) in forgeries {
+        let forged = serde_json::json!({
+            "dir": [meta.dev(), meta.ino()],
+            "degraded": null,
+            "problems": problems,
+            "keys": [{"identity": identity, "line": 1, "key": key}],
+        })
+        .to_string();
+        let mut child = impostor(&k, &script, &[&forged]);
+        let out = k.run(&[harness::SESSION_USER]);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(k.tmp.join("keys-index").join(format!(
+            "v1-{}-{}.sock",
+            meta.dev(),
+            meta.ino()
+        )));
+        assert_eq!(
+            harness::stdout(&out),
+            format!("restrict {} alice\n", super::bare(&alice)),
+            "{forged}"
+        );
+        let err = harness::stderr(&out);
+        assert!(
+            err.contains("answer discarded, reading every file"),
+            "{err}"
+        );
+        assert!(!err.contains("forged"), "{err}");
+    }
+}
+
+#[test]
+fn a_stuck_index_never_holds_a_login() {
+    // Binds the socket and never accepts: the backlog fills, a blocking
+    // connect would wait for ever. Each lookup gives up after its timeout.
+    let k = Keys::new("keys-index-stuck");
+    let (_, alice) = k.client_key("alice");
+    k.pubfile("alice.pub", &alice);
+    let script = format!("{BIND}sleep 600;");
+    let mut child = impostor(&k, &script, &[]);
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let out = k.run(&[harness::SESSION_USER]);
+        waiting.push(t.elapsed());
+        assert_eq!(
+            harness::stdout(&out),
+            format!("restrict {} alice\n", super::bare(&alice))
+        );
+        assert!(
+            harness::stderr(&out).contains("the key index did not answer within"),
+            "{}",
+            harness::stderr(&out)
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
     assert!(
-        harness::stderr(&out).contains("key index socket not used (it is held by uid"),
-        "{}",
-        harness::stderr(&out)
+        waiting.iter().all(|t| *t < Duration::from_secs(10)),
+        "{waiting:?}"
     );
 }

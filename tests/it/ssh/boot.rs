@@ -185,6 +185,11 @@ fn runtime_and_lock_files_are_root_owned_and_read_only_for_the_session() {
         let m = std::fs::metadata(run.join(f)).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o644), "{f}");
     }
+    // The key index's socket directory: nobody's alone.
+    let sockets = run.join("keys-index");
+    let m = std::fs::symlink_metadata(&sockets).unwrap();
+    assert!(m.is_dir());
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (65534, 65534, 0o700));
     let runtime = std::fs::read_to_string(run.join("runtime.json")).unwrap();
     assert!(runtime.contains("\"kind\": \"force\""), "{runtime}");
     let lock = run.join("command.lock");
@@ -200,6 +205,9 @@ fn runtime_and_lock_files_are_root_owned_and_read_only_for_the_session() {
         format!("ln -sf /tmp/x {l}"),
         format!("echo '{{}}' > {r}"),
         format!("touch {}/evil", run.display()),
+        format!("touch {}/evil", sockets.display()),
+        format!("ls {}", sockets.display()),
+        format!("mv {0} {0}.old", sockets.display()),
     ] {
         let out = output(
             Command::new("runuser")
@@ -214,6 +222,42 @@ fn runtime_and_lock_files_are_root_owned_and_read_only_for_the_session() {
     // otherwise be invisible to new runs).
     b.prepare();
     assert_eq!(std::fs::metadata(&lock).unwrap().ino(), inode);
+    let m = std::fs::symlink_metadata(&sockets).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (65534, 65534, 0o700));
+}
+
+#[test]
+fn the_key_index_serves_from_its_private_directory() {
+    let b = Bastion::new("boot-keys-index").force("true");
+    b.prepare();
+    let run = b.root.join("run/bastion");
+    let keys = |extra: &str| {
+        let mut c = harness::clean_cmd("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(harness::bin("bastion-keys"))
+            .arg("--runtime")
+            .arg(run.join("runtime.json"))
+            .args([extra, "agent"].into_iter().filter(|a| !a.is_empty()));
+        output(&mut c)
+    };
+    // The first lookup reads every file and starts the index; later ones
+    // get the same answer from it, over a socket in keys-index/.
+    let first = keys("");
+    assert!(stdout(&first).contains(" tester\n"), "{first:?}");
+    assert!(
+        harness::wait_until(std::time::Duration::from_secs(20), || keys("--index-only")
+            .status
+            .success()),
+        "the key index did not start"
+    );
+    assert_eq!(stdout(&keys("--index-only")), stdout(&first));
+    let socks: Vec<_> = std::fs::read_dir(run.join("keys-index"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sock"))
+        .collect();
+    assert_eq!(socks.len(), 1, "{socks:?}");
+    // Its directory goes away with the test's root: so does the index.
 }
 
 #[test]
