@@ -1,7 +1,6 @@
 //! The e2e harness: the engine and image checks, a per-test network,
 //! containers removed on drop (their logs printed first when the test
 //! failed), and ssh/curl clients aimed at the published ports.
-#![allow(dead_code)]
 
 use crate::harness::{describe, output, TempDir};
 use std::io::{Read, Write};
