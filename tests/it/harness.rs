@@ -24,6 +24,60 @@ pub fn bin(name: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Path of one of the project's binaries where sshd accepts it as an
+/// AuthorizedKeysCommand or ForceCommand: the file and every parent
+/// root-owned and not group/world-writable. Cargo's target dir usually is;
+/// a checkout under `/tmp` is not, and then all five binaries are copied
+/// side by side (the entrypoint finds the others next to itself) into a
+/// root-owned directory under `/var/lib`, once per build.
+pub fn sshd_safe_bin(name: &str) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    const ALL: [&str; 5] = [
+        "bastion-entrypoint",
+        "bastion-wrapper",
+        "bastion-broker",
+        "bastion-cgi",
+        "bastion-keys",
+    ];
+    let safe = |p: &Path| {
+        p.ancestors()
+            .all(|a| std::fs::metadata(a).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0))
+    };
+    let built = bin(name);
+    if safe(&built) {
+        return built;
+    }
+    // One directory per build: named after where the binaries are and when
+    // they were made, so a rebuild gets a fresh copy.
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for b in ALL {
+        let p = bin(b);
+        p.hash(&mut h);
+        let m = std::fs::metadata(&p).unwrap();
+        (m.mtime(), m.mtime_nsec(), m.size()).hash(&mut h);
+    }
+    let dir = PathBuf::from(format!("/var/lib/bastion-it/{:016x}", h.finish()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for d in [dir.parent().unwrap(), dir.as_path()] {
+        set_mode(d, 0o755);
+    }
+    for b in ALL {
+        let copy = dir.join(b);
+        if !copy.exists() {
+            // Copied under a private name, then renamed: parallel tests
+            // never see a half-written binary.
+            let tmp = dir.join(format!(".{b}.{}", std::process::id()));
+            std::fs::copy(bin(b), &tmp).unwrap();
+            set_mode(&tmp, 0o755);
+            std::fs::rename(&tmp, &copy).unwrap();
+        }
+    }
+    let copy = dir.join(name);
+    assert!(safe(&copy), "cannot place {name} where sshd accepts it");
+    copy
+}
+
 /// The repository root (for `rootfs/`, `examples/`, ...).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -4,7 +4,6 @@
 mod index;
 
 use crate::harness::{self, TempDir};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -105,7 +104,7 @@ impl Keys {
              AuthorizedKeysCommandUser nobody\n",
             hk = host_key.display(),
             user = harness::SESSION_USER,
-            bin = safe_bin().display(),
+            bin = harness::sshd_safe_bin("bastion-keys").display(),
             rt = self.runtime.display(),
         );
         std::fs::write(&cfg, text).unwrap();
@@ -142,35 +141,6 @@ impl Keys {
         );
         ok
     }
-}
-
-/// The binary at a path sshd accepts for an AuthorizedKeysCommand: it and
-/// every parent root-owned and not group/world-writable. Cargo's target
-/// dir usually is; if not, a copy in a root-owned 0755 directory.
-fn safe_bin() -> PathBuf {
-    let bin = harness::bin("bastion-keys");
-    let safe = |p: &Path| {
-        p.ancestors()
-            .all(|a| std::fs::metadata(a).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0))
-    };
-    if safe(&bin) {
-        return bin;
-    }
-    let dir = PathBuf::from(format!("/var/lib/bastion-it-keys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let copy = dir.join("bastion-keys");
-    if !copy.exists() {
-        let tmp = dir.join(format!("bastion-keys.{}", std::process::id()));
-        std::fs::copy(&bin, &tmp).unwrap();
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::rename(&tmp, &copy).unwrap();
-    }
-    assert!(
-        safe(&copy),
-        "cannot place bastion-keys where sshd accepts it"
-    );
-    copy
 }
 
 fn fingerprint(pub_line: &str, tmp: &TempDir) -> String {

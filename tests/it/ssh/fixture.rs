@@ -94,7 +94,9 @@ impl Bastion {
 
     /// The entrypoint with exactly this root's environment.
     pub fn entrypoint(&self) -> Command {
-        let mut c = harness::clean_cmd(harness::bin("bastion-entrypoint"));
+        // sshd runs the wrapper and bastion-keys from the entrypoint's own
+        // directory, so that must be one it accepts.
+        let mut c = harness::clean_cmd(harness::sshd_safe_bin("bastion-entrypoint"));
         c.env("BASTION_ROOT", self.root.path());
         for (k, v) in &self.env {
             c.env(k, v);
