@@ -2,6 +2,7 @@
 //! scoped capability (a fixed command, or an allowlisted one run without a
 //! shell). Each binary in `bin/` is a thin call into one module here.
 
+pub mod agent;
 pub mod broker;
 pub mod cgi;
 pub mod entrypoint;
@@ -13,3 +14,4 @@ pub(crate) mod config;
 pub(crate) mod exit;
 pub(crate) mod lock;
 pub(crate) mod sys;
+pub(crate) mod upstream;
