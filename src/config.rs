@@ -39,6 +39,8 @@ const SESSION_ENV: &[&str] = &[
     "SSH_CONNECTION",
     "SSH_TTY",
     "SSH_USER_AUTH",
+    // Set by the wrapper from the runtime file, never from the client.
+    "SSH_AUTH_SOCK",
 ];
 
 /// A `Command` for `program` with an environment built from scratch:
@@ -126,6 +128,10 @@ pub(crate) struct Runtime {
     pub(crate) merged_keys_file: PathBuf,
     /// Whether keys carry `pty` (an interactive FORCE_COMMAND needs a TTY).
     pub(crate) pty: bool,
+    /// The filtering agent proxy sessions get as `SSH_AUTH_SOCK` (SPEC
+    /// 13), when upstreams are declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) agent_socket: Option<PathBuf>,
 }
 
 impl Runtime {

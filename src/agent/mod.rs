@@ -51,6 +51,9 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_connections: u32,
+    /// End when process PID (the one that started this one) ends.
+    #[arg(long, value_name = "PID")]
+    parent_pid: Option<u32>,
     /// Keep the upstream counters here, in Prometheus text.
     #[arg(long, value_name = "PATH")]
     metrics_file: Option<PathBuf>,
@@ -133,6 +136,9 @@ fn run(args: Args) -> Result<(), String> {
         peers.push(nix::unistd::getuid().as_raw());
     }
     crate::sys::privilege::set_non_dumpable().map_err(|e| e.to_string())?;
+    if let Some(parent) = args.parent_pid {
+        crate::sys::privilege::exit_with_parent(parent).map_err(|e| e.to_string())?;
+    }
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("cannot set the listener non-blocking: {e}"))?;
