@@ -168,7 +168,32 @@ pub(super) fn prepare(upstreams: &[Checked], p: &UpstreamPaths) -> Result<bool, 
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
     files::write_root_file(&p.ssh_config, config.as_bytes(), 0o644).map_err(io(&p.ssh_config))?;
+    warn_unless_included(&p.ssh_config);
     Ok(true)
+}
+
+/// `ssh prod` works only if the system ssh_config reads ssh_config.d (the
+/// OpenSSH packages of Alpine and Debian do).
+fn warn_unless_included(conf: &Path) {
+    let Some(system) = conf
+        .parent()
+        .and_then(Path::parent)
+        .map(|etc_ssh| etc_ssh.join("ssh_config"))
+    else {
+        return;
+    };
+    let included = std::fs::read_to_string(&system).is_ok_and(|t| {
+        t.lines()
+            .map(str::trim)
+            .any(|l| l.starts_with("Include") && l.contains("ssh_config.d"))
+    });
+    if !included {
+        log(&format!(
+            "warning: {} does not include ssh_config.d: `ssh NAME` will not find the upstream blocks; use `ssh -F {} NAME`",
+            system.display(),
+            conf.display()
+        ));
+    }
 }
 
 fn wait_for_socket(
