@@ -95,8 +95,21 @@ struct World {
 }
 
 fn world(tag: &str) -> World {
+    world_in(tag, false)
+}
+
+/// With `broker`, broker mode with one rule: `ssh -F CONF prod (uptime|echo ok)`.
+fn world_in(tag: &str, broker: bool) -> World {
     let hosts = TempDir::new(&format!("{tag}-hosts"));
-    let b = Bastion::new(tag).force("sh");
+    let mut b = Bastion::new(tag).force("sh");
+    if broker {
+        let conf = b.root.join("etc/ssh/ssh_config.d/bastion-upstreams.conf");
+        let rule = format!(
+            "ssh -F {} prod (uptime|echo ok)",
+            regex_escape(&conf.display().to_string())
+        );
+        b = b.env("ALLOWED_COMMANDS", &rule);
+    }
     let key = b.root.join("secrets/prod_key");
     std::fs::create_dir_all(key.parent().unwrap()).unwrap();
     harness::set_mode(key.parent().unwrap(), 0o700);
@@ -673,4 +686,38 @@ fn the_proxy_survives_hostile_clients_in_bounded_memory() {
             "{reason}: {text}"
         );
     }
+}
+
+#[test]
+fn a_broker_rule_reaches_prod_and_nothing_else() {
+    let w = world_in("up-broker", true);
+    let d = w.bastion.start();
+    let conf = w.conf().display().to_string();
+    let allowed = harness::run_expect(
+        harness::ssh_to_port(d.port, &w.bastion.key).arg(format!("ssh -F {conf} prod echo ok")),
+        0,
+    );
+    assert_eq!(stdout(&allowed), "ok\n");
+    let denied = harness::output(
+        harness::ssh_to_port(d.port, &w.bastion.key).arg(format!("ssh -F {conf} prod id")),
+    );
+    assert_eq!(denied.status.code(), Some(126), "{}", show(&denied));
+    assert!(
+        stderr(&denied).contains("[broker] DENY"),
+        "{}",
+        show(&denied)
+    );
+}
+
+/// `rule` text matching `s` literally (ERE).
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if "\\^$.|?*+()[]{}".contains(c) {
+                format!("\\{c}")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
