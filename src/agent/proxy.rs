@@ -176,12 +176,16 @@ enum Stop {
 
 /// Reads one framed message within the limits; `Ok(None)` on a clean end
 /// between messages. A bad length gets one FAILURE and ends the
-/// connection: its bytes cannot be skipped safely.
+/// connection: its bytes cannot be skipped safely. A client's message
+/// takes its size from the shared budget (`budget`) until it is answered;
+/// the agent's replies (one per connection at a time, from a process that
+/// is not the client) only have the size bound.
 async fn read_message<'s, R: AsyncRead + Unpin>(
     r: &mut R,
     shared: &'s Shared,
+    budget: Option<&'s Semaphore>,
     first_wait: Duration,
-) -> Result<Option<(Vec<u8>, tokio::sync::SemaphorePermit<'s>)>, Stop> {
+) -> Result<Option<(Vec<u8>, Option<tokio::sync::SemaphorePermit<'s>>)>, Stop> {
     let mut header = [0u8; 4];
     let n = match tokio::time::timeout(first_wait, r.read(&mut header)).await {
         Err(_) => return Err(Stop::Closed),
@@ -193,12 +197,14 @@ async fn read_message<'s, R: AsyncRead + Unpin>(
         r.read_exact(&mut header[n..]).await?;
         let len = protocol::frame_len(header)
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
-        let kib = (len.div_ceil(1024) + 1) as u32;
-        let permit = shared
-            .budget
-            .acquire_many(kib)
-            .await
-            .map_err(|_| std::io::Error::other("closed"))?;
+        let permit = match budget {
+            Some(b) => Some(
+                b.acquire_many((len.div_ceil(1024) + 1) as u32)
+                    .await
+                    .map_err(|_| std::io::Error::other("closed"))?,
+            ),
+            None => None,
+        };
         // Grows with what arrives, not with what the length claims.
         let mut body = Vec::new();
         r.take(len as u64).read_to_end(&mut body).await?;
@@ -225,7 +231,14 @@ async fn handle(mut client: UnixStream, shared: &Shared, pid: Option<i32>) {
     let mut conn = Connection::new();
     let mut agent: Option<UnixStream> = None;
     loop {
-        let (body, _permit) = match read_message(&mut client, shared, shared.limits.idle).await {
+        let (body, _permit) = match read_message(
+            &mut client,
+            shared,
+            Some(&shared.budget),
+            shared.limits.idle,
+        )
+        .await
+        {
             Ok(Some(m)) => m,
             Ok(None) | Err(Stop::Closed) => return,
             Err(Stop::Failed) => {
@@ -264,12 +277,12 @@ async fn handle(mut client: UnixStream, shared: &Shared, pid: Option<i32>) {
                 return None;
             }
             drop(body);
-            match read_message(a, shared, shared.limits.agent).await {
-                Ok(Some((reply, permit))) => Some((reply, permit)),
+            match read_message(a, shared, None, shared.limits.agent).await {
+                Ok(Some((reply, _))) => Some(reply),
                 _ => None,
             }
         };
-        let Some((reply, _reply_permit)) = reply.await else {
+        let Some(reply) = reply.await else {
             // The agent went away or broke framing: fail this client, and
             // never reuse that agent connection.
             let _ = write_all(&mut client, &FAILURE_FRAME, shared.limits.message).await;
