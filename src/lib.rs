@@ -12,4 +12,5 @@ pub(crate) mod audit;
 pub(crate) mod config;
 pub(crate) mod exit;
 pub(crate) mod lock;
+pub(crate) mod session;
 pub(crate) mod sys;

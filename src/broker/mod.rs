@@ -2,13 +2,15 @@
 //! then a shell-free exec. It must never run anything a rule does not allow,
 //! and never hand a byte of the request to a shell.
 
+mod argv;
 mod classes;
 pub(crate) mod ere;
-mod exec;
 pub(crate) mod rules;
 
 use crate::config::{ConfigError, Runtime};
 use crate::exit;
+use crate::lock::LockGuard;
+use crate::session::{self, Runner, SessionEnv};
 use clap::Parser;
 use rules::{DenyReason, Rule, RuleError};
 use std::path::PathBuf;
@@ -114,30 +116,46 @@ fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
     })
 }
 
-/// Decides and, when allowed, execs (does not return). Otherwise returns
-/// 126 (denied) or 127 (program not found) after the audit line.
-pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {
+/// Decides on `request`: the argv to run when a rule allows it. Unusable
+/// rules and a bad prefix are logged here; the decision itself is not.
+pub(crate) fn allowed_argv(cfg: &BrokerConfig, request: &str) -> Result<Vec<String>, DenyReason> {
     let loaded = load(cfg);
     log_problems(&loaded);
-    let prefix = match prefix_words(&cfg.command_prefix) {
-        Ok(p) => p,
-        Err(e) => {
-            // Validated at boot; only a hand-set environment gets here.
-            eprintln!("[broker] {e}");
-            return deny(request, DenyReason::BadPrefix);
-        }
-    };
-    if let Err(reason) = decide(cfg, &loaded, request) {
-        return deny(request, reason);
-    }
-    let argv = exec::argv(&prefix, request);
+    let prefix = prefix_words(&cfg.command_prefix).map_err(|e| {
+        // Validated at boot; only a hand-set environment gets here.
+        eprintln!("[broker] {e}");
+        DenyReason::BadPrefix
+    })?;
+    decide(cfg, &loaded, request)?;
+    let argv = argv::argv(&prefix, request);
     if argv.is_empty() {
-        return deny(request, DenyReason::Empty);
+        return Err(DenyReason::Empty);
     }
+    Ok(argv)
+}
+
+/// Decides, logs the audit line and, when allowed, hands the argv to
+/// `runner` (the exec runner does not return). Otherwise returns 126
+/// (denied) or 127 (program not found).
+pub(crate) fn run(
+    cfg: &BrokerConfig,
+    request: &str,
+    runner: impl Runner,
+    lock: Option<LockGuard>,
+) -> ExitCode {
+    let argv = match allowed_argv(cfg, request) {
+        Ok(argv) => argv,
+        Err(reason) => return deny(request, reason),
+    };
     eprintln!("[broker] ALLOW: {}", shown(request));
-    let e = exec::exec(&argv);
-    eprintln!("{e}");
-    exit::code(e.exit_code())
+    let cmd = session::Command::argv(argv, SessionEnv::from_process());
+    match runner.run(cmd, lock) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("[broker] {e}");
+            exit::code(e.exit_code())
+        }
+    }
 }
 
 /// Boot-time check of `ALLOWED_COMMANDS` and `COMMAND_PREFIX`: one error per
@@ -253,7 +271,7 @@ pub fn main() -> ExitCode {
     if cli.check {
         return check(&cfg, &request);
     }
-    run(&cfg, &request)
+    run(&cfg, &request, session::ExecRunner, None)
 }
 
 fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {

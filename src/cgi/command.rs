@@ -8,6 +8,7 @@
 use super::access_log::{Entry, Exit};
 use super::body::{Body, CommandFailed, Output};
 use super::conn_io::ConnShared;
+use crate::session::SessionEnv;
 use crate::sys::privilege::Account;
 use crate::sys::process_group;
 use bytes::BytesMut;
@@ -65,23 +66,20 @@ impl Launcher {
         shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<Body> {
         let (reader, writer) = std::io::pipe()?;
+        let mut env = SessionEnv::for_account(&self.account);
+        if let Some(r) = &job.request {
+            env = env.with("SSH_ORIGINAL_COMMAND", OsStr::from_bytes(r));
+        }
         let mut cmd = tokio::process::Command::new(&self.wrapper);
         cmd.arg("--runtime")
             .arg(&self.runtime)
             .env_clear()
-            .env("PATH", crate::config::SAFE_PATH)
-            .env("HOME", &self.account.home)
-            .env("USER", &self.account.name)
-            .env("LOGNAME", &self.account.name)
-            .env("SHELL", "/bin/sh")
+            .envs(env.vars())
             .current_dir(&self.workdir)
             .stdin(Stdio::null())
             .stdout(writer.try_clone()?)
             .stderr(writer)
             .process_group(0);
-        if let Some(r) = &job.request {
-            cmd.env("SSH_ORIGINAL_COMMAND", OsStr::from_bytes(r));
-        }
         let child = cmd.spawn()?;
         // Our copies of the write end go with `cmd`: EOF comes when the
         // command's processes have closed theirs.

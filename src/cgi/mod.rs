@@ -22,7 +22,7 @@ use clap::Parser;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,8 +53,8 @@ pub(crate) fn spawn_listener(
     port: u16,
     creds: Credentials,
 ) -> std::io::Result<Child> {
-    let mut child = Command::new(exe)
-        .env_clear()
+    let mut child = crate::session::SessionEnv::empty()
+        .command(exe)
         .arg("--runtime")
         .arg(runtime_file)
         .arg("--port")

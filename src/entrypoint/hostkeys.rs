@@ -3,10 +3,10 @@
 //! one.
 
 use super::BootError;
+use crate::session::SessionEnv;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The key types sshd gets, strongest first (the order sshd offers them).
 const TYPES: [(&str, &str); 3] = [
@@ -61,8 +61,8 @@ fn generate(kind: &str, path: &Path, keygen: &Path) -> Result<(), BootError> {
     let tmp_pub = tmp.with_extension("tmp.pub");
     let _ = fs::remove_file(&tmp);
     let _ = fs::remove_file(&tmp_pub);
-    let out = Command::new(keygen)
-        .env_clear()
+    let out = SessionEnv::empty()
+        .command(keygen)
         .args(["-q", "-t", kind, "-N", "", "-C", "", "-f"])
         .arg(&tmp)
         .output()
@@ -84,8 +84,8 @@ fn generate(kind: &str, path: &Path, keygen: &Path) -> Result<(), BootError> {
 }
 
 fn fingerprint(path: &Path, keygen: &Path) -> String {
-    match Command::new(keygen)
-        .env_clear()
+    match SessionEnv::empty()
+        .command(keygen)
         .arg("-lf")
         .arg(path)
         .output()

@@ -11,12 +11,13 @@ mod sshd_config;
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE, SAFE_PATH, SESSION_USER};
 use crate::exit;
+use crate::session::SessionEnv;
 use clap::Parser;
 use settings::Settings;
 use std::fmt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -180,11 +181,10 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
 
     // sshd gets a clean environment: the container's (HTTP secrets
     // included) must not be visible in its /proc entry.
-    let err = Command::new(&sshd)
+    let err = SessionEnv::safe_path()
+        .command(&sshd)
         .args(["-D", "-e", "-f"])
         .arg(&p.sshd_config)
-        .env_clear()
-        .env("PATH", SAFE_PATH)
         .exec();
     Err(BootError::io(format!("exec {}", sshd.display()), err))
 }
@@ -324,12 +324,11 @@ fn render_sshd_config(s: &Settings, host_keys: &[PathBuf], pty: bool) -> Result<
 }
 
 fn check_sshd_config(sshd: &Path, config: &Path) -> Result<(), BootError> {
-    let out = Command::new(sshd)
+    let out = SessionEnv::safe_path()
+        .command(sshd)
         .arg("-t")
         .arg("-f")
         .arg(config)
-        .env_clear()
-        .env("PATH", SAFE_PATH)
         .output()
         .map_err(|e| BootError::io(format!("run {} -t", sshd.display()), e))?;
     if out.status.success() {

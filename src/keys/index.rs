@@ -336,7 +336,7 @@ fn checked(reply: Reply) -> Result<FileKeys, &'static str> {
 /// waits for our stdout to close). The caller does not wait for it.
 pub(crate) fn start(dir: &Path, sockets: &Path) {
     use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let (Ok(exe), Ok(dir), Ok(sockets)) = (
         std::env::current_exe(),
         std::path::absolute(dir),
@@ -344,11 +344,11 @@ pub(crate) fn start(dir: &Path, sockets: &Path) {
     ) else {
         return;
     };
-    let _ = Command::new(exe)
+    let _ = crate::session::SessionEnv::empty()
+        .command(exe)
         .arg("--serve-index")
         .arg(&dir)
         .arg(&sockets)
-        .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
