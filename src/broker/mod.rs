@@ -7,6 +7,7 @@ mod classes;
 pub(crate) mod ere;
 pub(crate) mod rules;
 
+use crate::audit::{self, Event};
 use crate::config::{ConfigError, Runtime};
 use crate::exit;
 use crate::lock::LockGuard;
@@ -76,26 +77,21 @@ fn log_problems(loaded: &Loaded) {
     }
 }
 
-/// Audit text of a request: escaped, and cut short so a 64 KiB request
-/// does not flood the log.
-fn shown(request: &str) -> String {
-    const MAX_SHOWN: usize = 1024;
-    if request.len() <= MAX_SHOWN {
-        return crate::audit::escape(request);
-    }
-    let mut cut = MAX_SHOWN;
-    while !request.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!(
-        "{}... ({} bytes)",
-        crate::audit::escape(&request[..cut]),
-        request.len()
-    )
-}
+/// Why a request that is not UTF-8 is refused: grep in a UTF-8 locale
+/// matches no rule against it.
+pub(crate) const NOT_UTF8: &str = "request is not valid UTF-8";
 
 fn deny(request: &str, reason: DenyReason) -> ExitCode {
-    eprintln!("[broker] DENY: {} ({reason})", shown(request));
+    deny_bytes(request.as_bytes(), reason.to_string())
+}
+
+/// The DENY audit line for a request (also one that is not UTF-8).
+pub(crate) fn deny_bytes(request: &[u8], reason: String) -> ExitCode {
+    let event = Event::BrokerDeny {
+        request,
+        reason: Some(reason),
+    };
+    eprintln!("{}", audit::render(&event));
     exit::code(exit::DENIED)
 }
 
@@ -147,7 +143,10 @@ pub(crate) fn run(
         Ok(argv) => argv,
         Err(reason) => return deny(request, reason),
     };
-    eprintln!("[broker] ALLOW: {}", shown(request));
+    let allow = Event::BrokerAllow {
+        request: request.as_bytes(),
+    };
+    eprintln!("{}", audit::render(&allow));
     let cmd = session::Command::argv(argv, SessionEnv::from_process());
     match runner.run(cmd, lock) {
         Ok(code) => code,
@@ -260,13 +259,7 @@ pub fn main() -> ExitCode {
         .unwrap_or_default();
     let request = match raw.into_string() {
         Ok(r) => r,
-        Err(raw) => {
-            eprintln!(
-                "[broker] DENY: {} (request is not valid UTF-8)",
-                crate::audit::escape_bytes(raw.as_encoded_bytes())
-            );
-            return exit::code(exit::DENIED);
-        }
+        Err(raw) => return deny_bytes(raw.as_encoded_bytes(), NOT_UTF8.into()),
     };
     if cli.check {
         return check(&cfg, &request);

@@ -283,7 +283,7 @@ impl App {
             }
             (c, None) => c.map(|v| v.as_bytes().to_vec()),
         };
-        entry.command = request.as_deref().map(crate::audit::escape_bytes);
+        entry.command.clone_from(&request);
 
         if *self.shutdown.borrow() {
             return log(

@@ -8,7 +8,7 @@ mod line;
 mod sha256;
 pub(crate) mod source;
 
-use crate::audit::escape;
+use crate::audit::{self, escape, Event};
 use crate::config::{Runtime, RUNTIME_FILE};
 use crate::exit;
 use clap::Parser;
@@ -92,8 +92,8 @@ pub fn main() -> ExitCode {
         return exit::code(exit::FAILURE);
     };
     let mut err = std::io::stderr().lock();
-    for l in &answer.log {
-        let _ = writeln!(err, "bastion-keys: {l}");
+    for text in &answer.log {
+        let _ = writeln!(err, "{}", audit::render(&Event::KeyNote { text }));
     }
     let mut out = std::io::stdout().lock();
     if out

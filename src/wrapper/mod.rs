@@ -81,12 +81,7 @@ fn run_broker(rt: &Runtime, request: Option<OsString>, guard: LockGuard) -> Exit
         None => String::new(),
         Some(Ok(s)) => s,
         Some(Err(raw)) => {
-            // grep in a UTF-8 locale matches no rule against invalid UTF-8.
-            eprintln!(
-                "[broker] DENY: {}",
-                crate::audit::escape_bytes(raw.as_bytes())
-            );
-            return exit::code(exit::DENIED);
+            return crate::broker::deny_bytes(raw.as_bytes(), crate::broker::NOT_UTF8.into())
         }
     };
     let cfg = crate::broker::BrokerConfig::from_runtime(rt);
