@@ -3,6 +3,7 @@
 //! log line, nor a field of this one. It never writes anywhere itself: the
 //! caller (or an event collector) decides where a rendered line goes.
 
+use crate::tool::Tool;
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
@@ -62,13 +63,20 @@ impl fmt::Display for CommandExit {
 /// The one text rendering of an event: a single line, no newline.
 pub(crate) fn render(event: &Event<'_>) -> String {
     match event {
-        Event::BrokerAllow { request } => format!("[broker] ALLOW: {}", shown(request)),
+        Event::BrokerAllow { request } => {
+            format!("{} ALLOW: {}", Tool::Broker.prefix(), shown(request))
+        }
         Event::BrokerDeny { request, reason } => match reason {
-            Some(r) => format!("[broker] DENY: {} ({})", shown(request), escape(r)),
-            None => format!("[broker] DENY: {}", shown(request)),
+            Some(r) => format!(
+                "{} DENY: {} ({})",
+                Tool::Broker.prefix(),
+                shown(request),
+                escape(r)
+            ),
+            None => format!("{} DENY: {}", Tool::Broker.prefix(), shown(request)),
         },
         Event::HttpAccess(a) => render_access(a),
-        Event::KeyNote { text } => format!("bastion-keys: {}", escape_kept(text)),
+        Event::KeyNote { text } => format!("{} {}", Tool::Keys.prefix(), escape_kept(text)),
     }
 }
 

@@ -14,3 +14,4 @@ pub(crate) mod exit;
 pub(crate) mod lock;
 pub(crate) mod session;
 pub(crate) mod sys;
+pub(crate) mod tool;

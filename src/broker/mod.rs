@@ -9,7 +9,7 @@ pub(crate) mod rules;
 
 use crate::audit::{self, Event};
 use crate::config::{ConfigError, Runtime};
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
 use crate::lock::LockGuard;
 use crate::session::{self, Runner, SessionEnv};
 use clap::Parser;
@@ -68,11 +68,11 @@ fn load(cfg: &BrokerConfig) -> Loaded {
 /// the other rules still apply).
 fn log_problems(loaded: &Loaded) {
     if let Some(e) = &loaded.list_error {
-        eprintln!("[broker] {e}");
+        Tool::Broker.say(e);
     }
     for rule in &loaded.rules {
         if let Err(error) = &rule.translated {
-            eprintln!("[broker] skipped: {}", RuleError { rule, error });
+            Tool::Broker.say(format_args!("skipped: {}", RuleError { rule, error }));
         }
     }
 }
@@ -119,7 +119,7 @@ pub(crate) fn allowed_argv(cfg: &BrokerConfig, request: &str) -> Result<Vec<Stri
     log_problems(&loaded);
     let prefix = prefix_words(&cfg.command_prefix).map_err(|e| {
         // Validated at boot; only a hand-set environment gets here.
-        eprintln!("[broker] {e}");
+        Tool::Broker.say(&e);
         DenyReason::BadPrefix
     })?;
     decide(cfg, &loaded, request)?;
@@ -151,7 +151,7 @@ pub(crate) fn run(
     match runner.run(cmd, lock) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("[broker] {e}");
+            Tool::Broker.say(&e);
             exit::code(e.exit_code())
         }
     }
@@ -212,11 +212,14 @@ const ENV_VARS: [&str; 3] = [
 
 /// The environment when any of its variables is set, else the runtime file
 /// (none at all: no rules, the default list file).
-fn config_from(runtime: Option<PathBuf>) -> Result<BrokerConfig, String> {
+fn config_from(runtime: Option<PathBuf>) -> Result<BrokerConfig, Failure> {
     if ENV_VARS.iter().any(|v| std::env::var_os(v).is_some()) {
         let mut cfg = BrokerConfig::empty();
-        let get = |var: &str| -> Result<Option<String>, String> {
-            crate::config::env_var(var).map_err(|e| e.to_string())
+        let get = |var: &str| -> Result<Option<String>, Failure> {
+            crate::config::env_var(var).map_err(|e| Failure::Other {
+                code: exit::CONFIG,
+                message: e.to_string(),
+            })
         };
         if let Some(v) = get("ALLOWED_COMMANDS")? {
             cfg.allowed_commands = v;
@@ -233,25 +236,20 @@ fn config_from(runtime: Option<PathBuf>) -> Result<BrokerConfig, String> {
     match Runtime::load(&path) {
         Ok(rt) => Ok(BrokerConfig::from_runtime(&rt)),
         Err(_) if !path.exists() => Ok(BrokerConfig::empty()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(Failure::Runtime(e)),
     }
 }
 
 pub fn main() -> ExitCode {
-    crate::sys::fd::cloexec_inherited();
-    let cli = match exit::parse_args::<Cli>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    let cfg = match config_from(cli.runtime) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("[broker] {e}");
-            return exit::code(exit::CONFIG);
-        }
-    };
+    exit::main(Tool::Broker, run_cli)
+}
+
+fn run_cli() -> Result<ExitCode, Failure> {
+    crate::sys::fd::cloexec_inherited().map_err(Failure::descriptors)?;
+    let cli = exit::parse_args::<Cli>()?;
+    let cfg = config_from(cli.runtime)?;
     if cli.list {
-        return list(&cfg);
+        return Ok(list(&cfg));
     }
     let raw = cli
         .request
@@ -259,19 +257,19 @@ pub fn main() -> ExitCode {
         .unwrap_or_default();
     let request = match raw.into_string() {
         Ok(r) => r,
-        Err(raw) => return deny_bytes(raw.as_encoded_bytes(), NOT_UTF8.into()),
+        Err(raw) => return Ok(deny_bytes(raw.as_encoded_bytes(), NOT_UTF8.into())),
     };
     if cli.check {
-        return check(&cfg, &request);
+        return Ok(check(&cfg, &request));
     }
-    run(&cfg, &request, session::ExecRunner, None)
+    Ok(run(&cfg, &request, session::ExecRunner, None))
 }
 
 fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
     let loaded = load(cfg);
     log_problems(&loaded);
     if let Err(e) = prefix_words(&cfg.command_prefix) {
-        eprintln!("[broker] {e}");
+        Tool::Broker.say(&e);
         return deny(request, DenyReason::BadPrefix);
     }
     match decide(cfg, &loaded, request) {

@@ -4,6 +4,7 @@
 
 use super::BootError;
 use crate::session::SessionEnv;
+use crate::tool::Tool;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -27,11 +28,11 @@ pub(super) fn ensure(dir: &Path, keygen: &Path) -> Result<Vec<PathBuf>, BootErro
         let action = match fs::metadata(&path) {
             Ok(m) => {
                 if m.permissions().mode() & 0o077 != 0 {
-                    eprintln!(
-                        "bastion-entrypoint: warning: host key {} is readable by group or others (mode {:o}); sshd will refuse it: chmod 600 it",
+                    Tool::Entrypoint.say(format_args!(
+                        "warning: host key {} is readable by group or others (mode {:o}); sshd will refuse it: chmod 600 it",
                         path.display(),
                         m.permissions().mode() & 0o7777
-                    );
+                    ));
                 }
                 "kept"
             }
@@ -41,11 +42,11 @@ pub(super) fn ensure(dir: &Path, keygen: &Path) -> Result<Vec<PathBuf>, BootErro
             }
             Err(e) => return Err(BootError::io(format!("inspect {}", path.display()), e)),
         };
-        eprintln!(
-            "bastion-entrypoint: host key {} {action}: {}",
+        Tool::Entrypoint.say(format_args!(
+            "host key {} {action}: {}",
             path.display(),
             fingerprint(&path, keygen)
-        );
+        ));
         paths.push(path);
     }
     Ok(paths)

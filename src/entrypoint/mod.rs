@@ -10,7 +10,7 @@ mod settings;
 mod sshd_config;
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE, SAFE_PATH, SESSION_USER};
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
 use crate::session::SessionEnv;
 use clap::Parser;
 use settings::Settings;
@@ -69,35 +69,22 @@ impl fmt::Display for BootError {
 }
 
 pub fn main() -> ExitCode {
-    let args = match exit::parse_args::<Args>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{e}");
-            }
-            return exit::code(exit::CONFIG);
+    exit::main(Tool::Entrypoint, || {
+        let args = exit::parse_args::<Args>()?;
+        let settings = Settings::from_env().map_err(Failure::Config)?;
+        for w in &settings.warnings {
+            log(&format!("warning: {w}"));
         }
-    };
-    for w in &settings.warnings {
-        log(&format!("warning: {w}"));
-    }
-    match boot(settings, args.prepare_only) {
-        Ok(()) => exit::code(exit::OK),
-        Err(e) => {
-            for line in e.to_string().lines() {
-                log(line);
-            }
-            exit::code(e.exit_code())
-        }
-    }
+        boot(settings, args.prepare_only).map_err(|e| Failure::Other {
+            code: e.exit_code(),
+            message: e.to_string(),
+        })?;
+        Ok(exit::code(exit::OK))
+    })
 }
 
 fn log(msg: &str) {
-    eprintln!("bastion-entrypoint: {msg}");
+    Tool::Entrypoint.say(msg);
 }
 
 /// Runs the boot steps in order; returns only for `--prepare-only` or on

@@ -4,7 +4,7 @@
 //! to a shell, and never lets it reach the forced command's environment.
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE};
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
 use crate::lock::{self, Acquired, LockGuard};
 use crate::session::{self, ExecRunner, Runner, SessionEnv};
 use clap::Parser;
@@ -31,34 +31,26 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
-    crate::sys::fd::cloexec_inherited();
-    let args = match exit::parse_args::<Args>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    let rt = match Runtime::load(&args.runtime) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bastion-wrapper: {e}");
-            return exit::code(exit::FAILURE);
-        }
-    };
+    exit::main(Tool::Wrapper, run)
+}
+
+fn run() -> Result<ExitCode, Failure> {
+    crate::sys::fd::cloexec_inherited().map_err(Failure::descriptors)?;
+    let args = exit::parse_args::<Args>()?;
+    let rt = Runtime::load(&args.runtime)?;
     let guard = match lock::acquire(&rt.lock_file, rt.command_lock) {
         Ok(Acquired::Held(guard)) => guard,
         Ok(Acquired::Busy) => {
             println!("{BUSY_LINE}");
-            return exit::code(exit::OK);
+            return Ok(exit::code(exit::OK));
         }
-        Err(e) => {
-            eprintln!("bastion-wrapper: {e}");
-            return exit::code(exit::FAILURE);
-        }
+        Err(e) => return Err(Failure::os(e)),
     };
     let request = std::env::var_os("SSH_ORIGINAL_COMMAND");
-    match &rt.mode {
+    Ok(match &rt.mode {
         Mode::Force { command } => run_forced(command, guard),
         Mode::Broker => run_broker(&rt, request, guard),
-    }
+    })
 }
 
 /// `exec /bin/sh -c "$FORCE_COMMAND"` with an explicit environment. Only
@@ -68,7 +60,7 @@ fn run_forced(command: &str, guard: LockGuard) -> ExitCode {
     match ExecRunner.run(cmd, Some(guard)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bastion-wrapper: {e}");
+            Tool::Wrapper.say(&e);
             exit::code(e.exit_code())
         }
     }
