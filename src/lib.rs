@@ -9,6 +9,7 @@ pub mod keys;
 pub mod wrapper;
 
 pub(crate) mod audit;
+pub(crate) mod checked;
 pub(crate) mod config;
 pub(crate) mod exit;
 pub(crate) mod lock;

@@ -189,7 +189,7 @@ fn prepare_key_index_dir(runtime_file: &Path) -> Result<(), BootError> {
         ));
         return Ok(());
     };
-    files::ensure_private_dir(&dir, nobody.uid.as_raw(), nobody.gid.as_raw(), 0o700)
+    crate::checked::ensure_private_dir(&dir, nobody.uid.as_raw(), nobody.gid.as_raw(), 0o700)
         .map_err(|e| BootError::io(format!("prepare {}", dir.display()), e))
 }
 
