@@ -14,5 +14,6 @@ pub(crate) mod config;
 pub(crate) mod exit;
 pub(crate) mod lock;
 pub(crate) mod session;
+pub(crate) mod sshkey;
 pub(crate) mod sys;
 pub(crate) mod tool;

@@ -5,7 +5,6 @@
 
 pub(crate) mod index;
 mod line;
-mod sha256;
 pub(crate) mod source;
 
 use crate::audit::{self, escape, Event};

@@ -4,9 +4,10 @@
 //! `MAX_FILE` bytes of a file and never reports more than `MAX_PROBLEMS`
 //! problems (plus a count of the rest) for one file.
 
-use super::line::{self, Line, PublicKey};
+use super::line::{self, Line};
 use crate::audit::{escape, escape_bytes};
 use crate::checked::OpenError;
+use crate::sshkey::PublicKey;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
