@@ -174,6 +174,12 @@ pub(crate) fn escape_bytes(b: &[u8]) -> String {
     out
 }
 
+/// A path as a log line shows it (file names are any bytes).
+pub(crate) fn escape_path(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    escape_bytes(path.as_os_str().as_bytes())
+}
+
 /// C1 controls, Unicode spaces other than ASCII space (a reader that
 /// splits on white space must not see a field boundary a client made),
 /// line/paragraph separators, bidi overrides and other format characters

@@ -6,7 +6,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -86,7 +85,7 @@ pub(crate) fn ensure_private_dir(dir: &Path, uid: u32, gid: u32, mode: u32) -> i
 /// root) can enter it: a real directory (not a symlink), ours, mode 0700
 /// or stricter. Anyone else could plant or squat the socket.
 pub(crate) fn private_dir(dir: &Path) -> Result<(), String> {
-    let shown = crate::audit::escape_bytes(dir.as_os_str().as_bytes());
+    let shown = crate::audit::escape_path(dir);
     let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{shown}: {e}"))?;
     let me = nix::unistd::geteuid().as_raw();
     if !m.file_type().is_dir() {

@@ -14,6 +14,7 @@ pub(crate) mod config;
 pub(crate) mod exit;
 pub(crate) mod lock;
 pub(crate) mod session;
+pub(crate) mod sibling;
 pub(crate) mod sshkey;
 pub(crate) mod sys;
 pub(crate) mod tool;

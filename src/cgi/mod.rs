@@ -152,9 +152,8 @@ fn run(args: Args) -> Result<(), Failure> {
                 )])
             })?
     };
-    let wrapper = std::env::current_exe()
-        .map_err(|e| Failure::os(format!("cannot find my own executable: {e}")))?
-        .with_file_name("bastion-wrapper");
+    let wrapper = crate::sibling::sibling("bastion-wrapper")
+        .map_err(|e| Failure::os(format!("cannot find my own executable: {e}")))?;
     if !wrapper.is_file() {
         return Err(Failure::os(format!(
             "{} is missing: bastion-wrapper must sit next to bastion-cgi",

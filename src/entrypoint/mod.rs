@@ -251,7 +251,7 @@ fn count_dir_keys(dir: &Path) -> usize {
 }
 
 fn align_docker_group(socket: &Path, group_file: &Path) -> Result<(), BootError> {
-    let gid = match settings::docker_socket_gid(socket) {
+    let gid = match docker_group::docker_socket_gid(socket) {
         None => return Ok(()),
         Some(Err(w)) => {
             log(&format!("warning: {w}; docker commands will not work"));

@@ -5,7 +5,7 @@
 //! problems (plus a count of the rest) for one file.
 
 use super::line::{self, Line};
-use crate::audit::{escape, escape_bytes};
+use crate::audit::escape;
 use crate::checked::OpenError;
 use crate::sshkey::PublicKey;
 use std::ffi::{OsStr, OsString};
@@ -56,7 +56,7 @@ pub(crate) fn identity_of(name: &OsStr) -> Option<Result<String, String>> {
 
 /// Shown in logs for `dir/name`, escaped.
 pub(crate) fn display(dir: &Path, name: &OsStr) -> String {
-    escape_bytes(dir.join(name).as_os_str().as_bytes())
+    crate::audit::escape_path(&dir.join(name))
 }
 
 /// [`crate::checked::open_regular`], with the reason in the words of the
@@ -149,7 +149,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<OsString>, String> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
         format!(
             "{}: cannot read the key directory: {}; no keys from it",
-            escape_bytes(dir.as_os_str().as_bytes()),
+            crate::audit::escape_path(dir),
             io_text(&e)
         )
     })?;
