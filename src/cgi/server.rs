@@ -312,11 +312,9 @@ impl App {
             entry: entry.clone(),
             permit,
         };
-        match self
-            .launcher
-            .start(job, conn.clone(), self.shutdown.clone())
-        {
-            Ok(body) => {
+        match self.launcher.start(job, self.shutdown.clone()) {
+            Ok(output) => {
+                let body = Body::stream(output, conn.clone(), self.launcher.stall_timeout);
                 let mut r = Response::new(body);
                 let hs = r.headers_mut();
                 hs.insert(
