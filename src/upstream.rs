@@ -5,7 +5,8 @@
 //! only the public half (from `ssh-keygen -y`) leaves this module.
 
 use crate::config::ConfigError;
-use crate::keys::line::{self, Line, PublicKey};
+use crate::keys::line::{self, Line};
+use crate::sshkey::PublicKey;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs;

@@ -12,7 +12,7 @@ pub mod policy;
 pub mod protocol;
 mod proxy;
 
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
 use crate::upstream::Upstream;
 use clap::Parser;
 use policy::Target;
@@ -60,18 +60,12 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
-    crate::sys::fd::cloexec_inherited();
-    let args = match exit::parse_args::<Args>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    match run(args) {
-        Ok(()) => exit::code(exit::OK),
-        Err(e) => {
-            eprintln!("bastion-agent-proxy: {e}");
-            exit::code(exit::FAILURE)
-        }
-    }
+    exit::main(Tool::AgentProxy, || {
+        crate::sys::fd::cloexec_inherited().map_err(Failure::descriptors)?;
+        let args = exit::parse_args::<Args>()?;
+        run(args).map_err(Failure::os)?;
+        Ok(exit::code(exit::OK))
+    })
 }
 
 /// The filter's view of the upstream table.
@@ -147,8 +141,8 @@ fn run(args: Args) -> Result<(), String> {
         ..proxy::Limits::default()
     };
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-    eprintln!(
-        "bastion-agent-proxy: listening on {} for {} ({}), agent {}",
+    Tool::AgentProxy.say(format!(
+        "listening on {} for {} ({}), agent {}",
         args.listen.display(),
         args.client_user,
         if names.is_empty() {
@@ -157,7 +151,7 @@ fn run(args: Args) -> Result<(), String> {
             names.join(", ")
         },
         args.agent.display()
-    );
+    ));
     let shared = Arc::new(proxy::Shared::new(
         targets,
         args.agent,

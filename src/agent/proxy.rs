@@ -4,9 +4,10 @@
 //! everywhere a client could make it grow: connections, bytes buffered
 //! across all connections, time to send a message, time to read a reply.
 
-use super::events::{self, Counters, Event};
+use super::events::{self, Counters};
 use super::policy::{Connection, Outcome, Refusal, Target, Verdict};
 use super::protocol::{self, FAILURE_FRAME, MAX_MESSAGE};
+use crate::audit::Event;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,12 +78,28 @@ impl Shared {
         }
     }
 
-    fn record(&self, ev: Event) {
+    fn signed(&self, target: &Target, peer_pid: Option<i32>) {
         if let Ok(mut c) = self.counters.lock() {
-            c.count(&ev);
+            c.signed(&target.name);
             self.write_metrics(&c);
         }
-        events::emit(&ev);
+        events::emit(&Event::UpstreamSign {
+            upstream: &target.name,
+            key: &target.fingerprint,
+            peer_pid,
+        });
+    }
+
+    fn refused_reason(&self, reason: &'static str, upstream: Option<&str>, peer_pid: Option<i32>) {
+        if let Ok(mut c) = self.counters.lock() {
+            c.refused(reason);
+            self.write_metrics(&c);
+        }
+        events::emit(&Event::UpstreamRefused {
+            reason,
+            upstream,
+            peer_pid,
+        });
     }
 
     pub(crate) fn write_metrics(&self, c: &Counters) {
@@ -96,13 +113,10 @@ impl Shared {
     }
 
     fn refused(&self, r: &Refusal, upstream: Option<usize>, peer_pid: Option<i32>) {
-        self.record(Event::Refused {
-            reason: r.reason(),
-            upstream: upstream
-                .and_then(|i| self.targets.get(i))
-                .map(|t| t.name.clone()),
-            peer_pid,
-        });
+        let name = upstream
+            .and_then(|i| self.targets.get(i))
+            .map(|t| t.name.as_str());
+        self.refused_reason(r.reason(), name, peer_pid);
     }
 }
 
@@ -122,11 +136,7 @@ pub(crate) async fn serve(listener: UnixListener, shared: Arc<Shared>) -> std::i
         let cred = stream.peer_cred().ok();
         let pid = cred.and_then(|c| c.pid());
         if !cred.is_some_and(|c| shared.peers.contains(&c.uid())) {
-            shared.record(Event::Refused {
-                reason: "peer",
-                upstream: None,
-                peer_pid: pid,
-            });
+            shared.refused_reason("peer", None, pid);
             continue;
         }
         let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
@@ -153,13 +163,13 @@ fn is_transient(e: &std::io::Error) -> bool {
 /// (a flood must not become a log flood).
 fn busy(shared: &Shared, pid: Option<i32>) {
     if let Ok(mut c) = shared.counters.lock() {
-        *c.refused.entry("connection-limit").or_default() += 1;
+        c.refused("connection-limit");
         shared.write_metrics(&c);
     }
     if let Ok(mut last) = shared.last_busy_log.lock() {
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             *last = Some(Instant::now());
-            events::emit(&Event::Refused {
+            events::emit(&Event::UpstreamRefused {
                 reason: "connection-limit",
                 upstream: None,
                 peer_pid: pid,
@@ -262,10 +272,10 @@ async fn handle(mut client: UnixStream, shared: &Shared, pid: Option<i32>) {
             match UnixStream::connect(&shared.agent).await {
                 Ok(a) => agent = Some(a),
                 Err(e) => {
-                    eprintln!(
-                        "bastion-agent-proxy: cannot reach the agent at {}: {e}",
+                    crate::tool::Tool::AgentProxy.say(format!(
+                        "cannot reach the agent at {}: {e}",
                         shared.agent.display()
-                    );
+                    ));
                     let _ = write_all(&mut client, &FAILURE_FRAME, shared.limits.message).await;
                     return;
                 }
@@ -291,12 +301,7 @@ async fn handle(mut client: UnixStream, shared: &Shared, pid: Option<i32>) {
         match conn.reply(pending, &reply) {
             Outcome::Listed | Outcome::Bound => {}
             Outcome::Signed { target } => {
-                let t = &shared.targets[target];
-                shared.record(Event::Sign {
-                    upstream: t.name.clone(),
-                    key: t.fingerprint.clone(),
-                    peer_pid: pid,
-                });
+                shared.signed(&shared.targets[target], pid);
             }
             Outcome::Refused(r) => shared.refused(&r, None, pid),
         }

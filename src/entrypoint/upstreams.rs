@@ -139,7 +139,7 @@ pub(super) fn prepare(upstreams: &[Checked], p: &UpstreamPaths) -> Result<bool, 
                 "user {AGENT_USER} does not exist: the image creates it for the upstream agent"
             ))
         })?;
-    files::ensure_private_dir(
+    crate::checked::ensure_private_dir(
         &p.private_dir,
         bastion.uid.as_raw(),
         bastion.gid.as_raw(),
