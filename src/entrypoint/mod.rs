@@ -8,6 +8,7 @@ mod files;
 mod hostkeys;
 mod settings;
 mod sshd_config;
+mod sshd_probe;
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE, SAFE_PATH, SESSION_USER};
 use crate::exit;
@@ -149,7 +150,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
     files::write_root_file(&p.runtime_file, &json, 0o644)
         .map_err(|e| BootError::io(format!("write {}", p.runtime_file.display()), e))?;
 
-    let config = render_sshd_config(&s, &host_keys, pty)?;
+    let config = render_sshd_config(&s, &sshd, &host_keys, pty)?;
     files::write_root_file(&p.sshd_config, config.as_bytes(), 0o644)
         .map_err(|e| BootError::io(format!("write {}", p.sshd_config.display()), e))?;
     check_sshd_config(&sshd, &p.sshd_config)?;
@@ -293,7 +294,12 @@ fn align_docker_group(socket: &Path, group_file: &Path) -> Result<(), BootError>
     Ok(())
 }
 
-fn render_sshd_config(s: &Settings, host_keys: &[PathBuf], pty: bool) -> Result<String, BootError> {
+fn render_sshd_config(
+    s: &Settings,
+    sshd: &Path,
+    host_keys: &[hostkeys::HostKey],
+    pty: bool,
+) -> Result<String, BootError> {
     let p = &s.paths;
     let template = std::fs::read_to_string(&p.template).map_err(|e| {
         BootError::io(
@@ -310,17 +316,70 @@ fn render_sshd_config(s: &Settings, host_keys: &[PathBuf], pty: bool) -> Result<
         }
         Ok(argv)
     };
+    let first_key = host_keys
+        .first()
+        .ok_or_else(|| BootError::Failed("no host key sshd can serve".to_owned()))?;
+    let installed = sshd_probe::InstalledSshd::probe(sshd, &first_key.path)?;
+
+    // Diffie-Hellman group exchange with the system's groups of 3072 bits
+    // or more only; without any, that key exchange is left out.
+    let system_moduli = installed.default_moduli_file();
+    let (moduli, groups) = sshd_probe::strong_moduli(&sshd_probe::read_moduli(&system_moduli)?);
+    let moduli_file = p.run_dir.join("moduli");
+    files::write_root_file(&moduli_file, moduli.as_bytes(), 0o644)
+        .map_err(|e| BootError::io(format!("write {}", moduli_file.display()), e))?;
+    if groups == 0 {
+        log(&format!(
+            "warning: {} has no Diffie-Hellman group of 3072 bits or more: {} is not offered",
+            system_moduli.display(),
+            sshd_config::GROUP_EXCHANGE
+        ));
+    }
+
+    let legacy: Vec<String> = host_keys
+        .iter()
+        .filter_map(|k| k.extra_algorithm.clone())
+        .collect();
+    let algorithms =
+        sshd_config::algorithms(&installed, &legacy, groups > 0).map_err(BootError::Failed)?;
     let values = sshd_config::SshdValues {
         port: s.ssh_port,
         listen: s.listen.clone(),
-        host_keys: host_keys.to_vec(),
+        host_keys: host_keys.iter().map(|k| k.path.clone()).collect(),
         user: SESSION_USER.to_owned(),
         permit_tty: pty,
         force_command: bin("bastion-wrapper")?,
         keys_command: bin("bastion-keys")?,
+        moduli_file,
+        algorithms: algorithms.text,
     };
-    sshd_config::render(&template, &values)
-        .map_err(|e| BootError::Failed(format!("cannot render {}: {e}", p.template.display())))
+    let rendered = sshd_config::render(&template, &values, &installed)
+        .map_err(|e| BootError::Failed(format!("cannot render {}: {e}", p.template.display())))?;
+    let mut note = format!(
+        "sshd {}: algorithms of ssh-audit's \"{}\"",
+        installed.release(),
+        algorithms.policy
+    );
+    if !algorithms.left_out.is_empty() {
+        note.push_str(&format!(
+            "; not supported here: {}",
+            algorithms.left_out.join(", ")
+        ));
+    }
+    if !rendered.unsupported.is_empty() {
+        note.push_str(&format!(
+            "; options this sshd lacks: {}",
+            rendered.unsupported.join(", ")
+        ));
+    }
+    if !legacy.is_empty() {
+        note.push_str(&format!(
+            "; also offered for legacy host keys: {}",
+            legacy.join(", ")
+        ));
+    }
+    log(&note);
+    Ok(rendered.text)
 }
 
 fn check_sshd_config(sshd: &Path, config: &Path) -> Result<(), BootError> {
