@@ -7,6 +7,8 @@ mod fixture;
 
 mod boot;
 mod broker;
+mod crypto;
+mod exhaustion;
 mod force;
 mod hardening;
 mod lock;
