@@ -12,4 +12,5 @@ mod exhaustion;
 mod force;
 mod hardening;
 mod lock;
+mod one_uid;
 mod wrapper;
