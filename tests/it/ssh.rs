@@ -7,7 +7,7 @@ mod fixture;
 
 mod boot;
 mod broker;
-mod crypto;
+pub mod crypto;
 mod exhaustion;
 mod force;
 mod hardening;

@@ -10,7 +10,7 @@ use std::process::Command;
 
 const SSH_AUDIT: &str = "/opt/ssh-audit/bin/ssh-audit";
 
-fn ssh_audit() -> Command {
+pub fn ssh_audit() -> Command {
     assert!(
         Path::new(SSH_AUDIT).exists(),
         "{SSH_AUDIT} is missing: run tests/setup-host"
@@ -22,22 +22,27 @@ fn ssh_audit() -> Command {
     c
 }
 
-/// The ssh-audit server policy for the sshd on this machine: the Debian 12
-/// one for Debian's OpenSSH 9.2 (what the test image runs), else the
-/// generic one of the same release.
+/// The ssh-audit server policy for the sshd on this machine.
 fn hardened_policy() -> String {
     let v = output(Command::new(harness::which("sshd")).arg("-V"));
-    let text = stderr(&v);
-    let release = text
+    let debian = std::fs::read_to_string("/etc/debian_version").unwrap_or_default();
+    hardened_policy_for(&stderr(&v), &debian)
+}
+
+/// The ssh-audit server policy for an sshd whose `sshd -V` printed
+/// `version` on a system with `debian_version` (empty if not Debian): the
+/// Debian 12 one for Debian's OpenSSH 9.2 (what the test image runs), else
+/// the generic one of the same release.
+pub fn hardened_policy_for(version: &str, debian_version: &str) -> String {
+    let release = version
         .split(|c: char| c.is_whitespace() || c == ',')
         .find(|w| w.starts_with("OpenSSH_"))
-        .unwrap_or_else(|| panic!("no release in {text:?}"))
+        .unwrap_or_else(|| panic!("no release in {version:?}"))
         .trim_start_matches("OpenSSH_")
         .to_owned();
     let list = run_expect(ssh_audit().arg("--list-policies"), 0);
     let list = stdout(&list);
-    let debian = std::fs::read_to_string("/etc/debian_version").unwrap_or_default();
-    let prefix = if release.starts_with("9.2") && debian.starts_with("12") {
+    let prefix = if release.starts_with("9.2") && debian_version.starts_with("12") {
         "Hardened Debian 12 (".to_owned()
     } else {
         let mm: String = release
@@ -55,7 +60,7 @@ fn hardened_policy() -> String {
 }
 
 /// Every algorithm ssh-audit rates `fail`, as "kind name: reason".
-fn failing_algorithms(report: &serde_json::Value) -> Vec<String> {
+pub fn failing_algorithms(report: &serde_json::Value) -> Vec<String> {
     let mut bad = Vec::new();
     for kind in ["kex", "key", "enc", "mac"] {
         for alg in report[kind].as_array().into_iter().flatten() {
