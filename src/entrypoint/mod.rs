@@ -115,7 +115,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
     let merged = merge_keys(&[&s.keys_host, &s.keys_repo])?;
     files::write_root_file(&p.merged_keys_file, &merged, 0o644)
         .map_err(|e| BootError::io(format!("write {}", p.merged_keys_file.display()), e))?;
-    let n_keys = count_keys(&merged) + count_dir_keys(&s.keys_dir);
+    let n_keys = count_keys(&merged) + count_dir_keys(&s.keys_dir, &merged);
     if n_keys == 0 {
         log(&format!(
             "warning: no authorized keys at all (users.d {}, {}, {}): nobody can log in until a key is added to users.d, which is read at every login",
@@ -251,17 +251,52 @@ fn count_keys(bytes: &[u8]) -> usize {
 
 /// Valid keys in `users.d`, read the way `bastion-keys` reads them (no
 /// symlinks, no FIFOs or devices, bounded size), so a hostile entry can
-/// neither hang nor exhaust the boot.
-fn count_dir_keys(dir: &Path) -> usize {
+/// neither hang nor exhaust the boot. Warns about each key there or in the
+/// merged file that sshd's hardened algorithms will refuse.
+fn count_dir_keys(dir: &Path, merged: &[u8]) -> usize {
     use crate::keys::source;
-    let Ok(names) = source::list_dir(dir) else {
-        return 0;
+    let mut found = source::FileKeys::default();
+    source::parse_into(merged, "merged", "merged", &mut found);
+    let mut n = 0;
+    if let Ok(names) = source::list_dir(dir) {
+        for name in &names {
+            if let Some(entry) = source::read_entry(dir, name) {
+                n += entry.keys.len();
+                found.keys.extend(entry.keys);
+            }
+        }
+    }
+    let refused: Vec<String> = found.keys.iter().filter_map(refused_key).collect();
+    const SHOWN: usize = 20;
+    for r in refused.iter().take(SHOWN) {
+        log(&format!("warning: {r}"));
+    }
+    if refused.len() > SHOWN {
+        log(&format!(
+            "warning: and {} more keys sshd will refuse",
+            refused.len() - SHOWN
+        ));
+    }
+    n
+}
+
+/// Why sshd will refuse `k` (its `PubkeyAcceptedAlgorithms` take ed25519
+/// and RSA only, `RequiredRSASize` 3072), if it will.
+fn refused_key(k: &crate::keys::source::FoundKey) -> Option<String> {
+    let why = match k.key.rsa_bits() {
+        Some(bits) if bits < hostkeys::MIN_RSA_BITS => {
+            format!("RSA keys under {} bits are refused", hostkeys::MIN_RSA_BITS)
+        }
+        Some(_) => return None,
+        None if k.key.kind.contains("ecdsa") => {
+            "ECDSA keys are not among the hardened algorithms".to_owned()
+        }
+        None => return None,
     };
-    names
-        .iter()
-        .filter_map(|name| source::read_entry(dir, name))
-        .map(|found| found.keys.len())
-        .sum()
+    Some(format!(
+        "key {} of {} (line {}, {}) will be refused by sshd: {why}; use an ed25519 key (ssh-keygen -t ed25519)",
+        k.fingerprint, k.identity, k.line, k.key.kind
+    ))
 }
 
 fn align_docker_group(socket: &Path, group_file: &Path) -> Result<(), BootError> {

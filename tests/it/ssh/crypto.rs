@@ -197,7 +197,24 @@ fn weak_client_keys_are_refused() {
         "etc/bastion/users.d/rsa3072.pub",
         std::fs::read_to_string(rsa3072.with_extension("pub")).unwrap(),
     );
-    let cfg = b.prepare();
+    // The boot names each key sshd will refuse, and only those.
+    let out = run_expect(b.entrypoint().arg("--prepare-only"), 0);
+    let cfg = PathBuf::from(stdout(&out).trim());
+    let warned: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| l.contains("will be refused by sshd"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(warned.len(), 2, "{}", stderr(&out));
+    assert!(
+        warned[0].contains(" of ecdsa (line 1, ecdsa-sha2-nistp256)"),
+        "{warned:?}"
+    );
+    assert!(
+        warned[1].contains(" of rsa2048 (line 1, ssh-rsa)")
+            && warned[1].contains("under 3072 bits"),
+        "{warned:?}"
+    );
     let log = b.log();
     for key in &refused {
         let out = output(&mut harness::ssh_via_inetd(&cfg, &log, key));
