@@ -351,10 +351,11 @@ fn render_sshd_config(
         }
         Ok(argv)
     };
-    let first_key = host_keys
-        .first()
-        .ok_or_else(|| BootError::Failed("no host key sshd can serve".to_owned()))?;
-    let installed = sshd_probe::InstalledSshd::probe(sshd, &first_key.path)?;
+    let key_paths: Vec<PathBuf> = host_keys.iter().map(|k| k.path.clone()).collect();
+    if key_paths.is_empty() {
+        return Err(BootError::Failed("no host key sshd can serve".to_owned()));
+    }
+    let installed = sshd_probe::InstalledSshd::probe(sshd, &key_paths)?;
 
     // Diffie-Hellman group exchange with the system's groups of 3072 bits
     // or more only; without any, that key exchange is left out.
@@ -380,7 +381,7 @@ fn render_sshd_config(
     let values = sshd_config::SshdValues {
         port: s.ssh_port,
         listen: s.listen.clone(),
-        host_keys: host_keys.iter().map(|k| k.path.clone()).collect(),
+        host_keys: key_paths,
         user: SESSION_USER.to_owned(),
         permit_tty: pty,
         force_command: bin("bastion-wrapper")?,

@@ -21,7 +21,9 @@ const MODULI_MAX_BYTES: u64 = 16 << 20;
 /// The installed sshd, probed once per boot.
 pub(super) struct InstalledSshd {
     sshd: PathBuf,
-    host_key: PathBuf,
+    /// `-o HostKey=...` for each host key: `sshd -T`/`-t` need one that
+    /// loads.
+    host_key_opts: Vec<String>,
     /// `OpenSSH_9.2p1`-style release as sshd prints it.
     release: String,
     version: Option<(u32, u32)>,
@@ -30,8 +32,8 @@ pub(super) struct InstalledSshd {
 }
 
 impl InstalledSshd {
-    /// `host_key` is any key sshd can load: `sshd -T`/`-t` need one.
-    pub(super) fn probe(sshd: &Path, host_key: &Path) -> Result<Self, BootError> {
+    /// `host_keys`: the keys the configuration will have.
+    pub(super) fn probe(sshd: &Path, host_keys: &[PathBuf]) -> Result<Self, BootError> {
         let v = run(sshd, &["-V"])
             .map_err(|e| BootError::io(format!("run {} -V", sshd.display()), e))?;
         // `-V` prints "OpenSSH_9.2p1, OpenSSL ..." on stderr; a build without
@@ -43,9 +45,14 @@ impl InstalledSshd {
             .unwrap_or("OpenSSH (unknown version)")
             .to_owned();
         let version = parse_version(&release);
-        let mut args = vec!["-T", "-f", "/dev/null", "-o"];
-        let hk = format!("HostKey={}", host_key.display());
-        args.push(&hk);
+        let host_key_opts: Vec<String> = host_keys
+            .iter()
+            .map(|k| format!("HostKey={}", k.display()))
+            .collect();
+        let mut args = vec!["-T", "-f", "/dev/null"];
+        for o in &host_key_opts {
+            args.extend(["-o", o.as_str()]);
+        }
         let t =
             run(sshd, &args).map_err(|e| BootError::io(format!("run {} -T", sshd.display()), e))?;
         if !t.status.success() {
@@ -62,7 +69,7 @@ impl InstalledSshd {
             .collect();
         Ok(Self {
             sshd: sshd.to_owned(),
-            host_key: host_key.to_owned(),
+            host_key_opts,
             release,
             version,
             defaults,
@@ -82,13 +89,13 @@ impl InstalledSshd {
 
     /// `sshd -t` on an empty configuration plus `directive value`.
     fn trial(&self, directive: &str, value: &str) -> bool {
-        let hk = format!("HostKey={}", self.host_key.display());
         let opt = format!("{directive}={value}");
-        run(
-            &self.sshd,
-            &["-t", "-f", "/dev/null", "-o", &hk, "-o", &opt],
-        )
-        .is_ok_and(|o| o.status.success())
+        let mut args = vec!["-t", "-f", "/dev/null"];
+        for o in &self.host_key_opts {
+            args.extend(["-o", o.as_str()]);
+        }
+        args.extend(["-o", opt.as_str()]);
+        run(&self.sshd, &args).is_ok_and(|o| o.status.success())
     }
 }
 
