@@ -191,6 +191,7 @@ fn runtime_and_lock_files_are_root_owned_and_read_only_for_the_session() {
         "command.lock",
         "authorized_keys.merged",
         "sshd_config",
+        "moduli",
     ] {
         let m = std::fs::metadata(run.join(f)).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o644), "{f}");

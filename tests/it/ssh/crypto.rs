@@ -115,6 +115,15 @@ fn a_fresh_deployment_passes_the_hardened_ssh_audit_policy() {
         "{log}"
     );
     assert!(!log.contains("warning: host key"), "{log}");
+    // The moduli file sshd reads holds only groups of 3072 bits or more.
+    let moduli = std::fs::read_to_string(b.root.join("run/bastion/moduli")).unwrap();
+    let sizes: Vec<u32> = moduli
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().nth(4).unwrap().parse().unwrap())
+        .collect();
+    assert!(!sizes.is_empty());
+    assert!(sizes.iter().all(|s| *s >= 3071), "{sizes:?}");
 }
 
 #[test]
