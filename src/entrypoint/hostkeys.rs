@@ -5,10 +5,10 @@
 //! connecting, with one warning each at boot saying how to retire them.
 
 use super::BootError;
+use crate::session::SessionEnv;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The key types a fresh deployment gets, strongest first (the order sshd
 /// offers them), with the `ssh-keygen` arguments that make them.
@@ -170,8 +170,8 @@ fn generate(kind: &str, args: &[&str], path: &Path, keygen: &Path) -> Result<(),
     let tmp_pub = tmp.with_extension("tmp.pub");
     let _ = fs::remove_file(&tmp);
     let _ = fs::remove_file(&tmp_pub);
-    let out = Command::new(keygen)
-        .env_clear()
+    let out = SessionEnv::empty()
+        .command(keygen)
         .arg("-q")
         .args(args)
         .args(["-N", "", "-C", "", "-f"])
@@ -195,8 +195,8 @@ fn generate(kind: &str, args: &[&str], path: &Path, keygen: &Path) -> Result<(),
 }
 
 fn describe(path: &Path, keygen: &Path) -> Option<KeyInfo> {
-    let out = Command::new(keygen)
-        .env_clear()
+    let out = SessionEnv::empty()
+        .command(keygen)
         .arg("-lf")
         .arg(path)
         .output()

@@ -5,11 +5,10 @@
 
 use super::sshd_config::SshdCaps;
 use super::BootError;
-use crate::config::SAFE_PATH;
+use crate::session::SessionEnv;
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Moduli of fewer bits are dropped (ssh-audit's hardening guide; the file's
 /// size field is the bit length minus one, so 3071 means 3072 bits).
@@ -116,10 +115,9 @@ impl SshdCaps for InstalledSshd {
 }
 
 fn run(sshd: &Path, args: &[&str]) -> std::io::Result<std::process::Output> {
-    Command::new(sshd)
+    SessionEnv::safe_path()
+        .command(sshd)
         .args(args)
-        .env_clear()
-        .env("PATH", SAFE_PATH)
         .stdin(std::process::Stdio::null())
         .output()
 }

@@ -3,7 +3,8 @@
 //! anything taken verbatim from the line: the key is re-encoded from the
 //! decoded blob, options and comments are dropped.
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD_NO_PAD};
+use crate::sshkey::{check_blob, PublicKey, KEY_TYPES};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use std::fmt;
@@ -12,66 +13,12 @@ use std::fmt;
 /// is under 3 KiB of base64.
 pub(crate) const MAX_LINE: usize = 16 * 1024;
 
-/// Key types sshd accepts in authorized_keys (plain keys, FIDO keys).
-const ACCEPTED: [&str; 7] = [
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-];
-
 /// Padding is optional in what we read (OpenSSH's decoder accepts both);
 /// what we print is always canonical padded base64.
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
-
-/// One accepted public key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PublicKey {
-    pub(crate) kind: &'static str,
-    /// The decoded key blob (SSH wire format).
-    pub(crate) blob: Vec<u8>,
-}
-
-impl PublicKey {
-    /// `SHA256:<base64 without padding>`, as ssh-keygen -l and sshd's `%f`.
-    pub(crate) fn fingerprint(&self) -> String {
-        format!(
-            "SHA256:{}",
-            STANDARD_NO_PAD.encode(super::sha256::digest(&self.blob))
-        )
-    }
-
-    /// The modulus size of an RSA key, in bits (sshd's `RequiredRSASize`
-    /// compares it); `None` for other types.
-    pub(crate) fn rsa_bits(&self) -> Option<u32> {
-        if self.kind != "ssh-rsa" {
-            return None;
-        }
-        let mut w = Wire(&self.blob);
-        w.string().ok()?; // type
-        w.string().ok()?; // e
-        let n = w.string().ok()?;
-        let skip = n.iter().take_while(|b| **b == 0).count();
-        let n = &n[skip..];
-        let first = *n.first()?;
-        Some((n.len() as u32 - 1) * 8 + (8 - first.leading_zeros()))
-    }
-
-    /// `type base64`, re-encoded from the blob.
-    pub(crate) fn to_openssh(&self) -> String {
-        format!(
-            "{} {}",
-            self.kind,
-            base64::engine::general_purpose::STANDARD.encode(&self.blob)
-        )
-    }
-}
 
 /// What one line of a key file is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +84,7 @@ fn token(s: &[u8]) -> (&[u8], &[u8]) {
 }
 
 fn accepted(t: &[u8]) -> Option<&'static str> {
-    ACCEPTED.iter().copied().find(|a| a.as_bytes() == t)
+    KEY_TYPES.iter().copied().find(|a| a.as_bytes() == t)
 }
 
 /// Parses one line (without its `\n`; a trailing `\r` is ignored).
@@ -163,7 +110,7 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Line, LineError> {
         return Err(LineError::NoKey);
     }
     let blob = LENIENT.decode(b64).map_err(|_| LineError::BadBase64)?;
-    check_blob(kind, &blob)?;
+    check_blob(kind, &blob).map_err(LineError::BadBlob)?;
     Ok(Line::Key(PublicKey { kind, blob }))
 }
 
@@ -193,116 +140,9 @@ fn classify_unknown(first: &[u8], line: &[u8]) -> LineError {
     }
 }
 
-/// Reads SSH wire-format strings (`u32` big-endian length + bytes).
-struct Wire<'a>(&'a [u8]);
-
-impl<'a> Wire<'a> {
-    fn string(&mut self) -> Result<&'a [u8], LineError> {
-        let short = LineError::BadBlob("truncated");
-        if self.0.len() < 4 {
-            return Err(short);
-        }
-        let n = u32::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]) as usize;
-        let rest = &self.0[4..];
-        if rest.len() < n {
-            return Err(short);
-        }
-        self.0 = &rest[n..];
-        Ok(&rest[..n])
-    }
-
-    fn end(&self) -> Result<(), LineError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(LineError::BadBlob("trailing bytes after the key"))
-        }
-    }
-}
-
-/// Checks that the blob is a key of `kind`: its leading string is the type
-/// and its fields are the ones of that type, nothing more.
-fn check_blob(kind: &str, blob: &[u8]) -> Result<(), LineError> {
-    let mut w = Wire(blob);
-    if w.string()? != kind.as_bytes() {
-        return Err(LineError::BadBlob(
-            "the key's type does not match the line's",
-        ));
-    }
-    let curve = |w: &mut Wire<'_>, want: &[u8]| -> Result<(), LineError> {
-        if w.string()? != want {
-            return Err(LineError::BadBlob("wrong curve for the key type"));
-        }
-        let point = w.string()?;
-        if point.first() != Some(&4) {
-            return Err(LineError::BadBlob("not an uncompressed curve point"));
-        }
-        Ok(())
-    };
-    match kind {
-        "ssh-ed25519" => ed25519(&mut w)?,
-        "sk-ssh-ed25519@openssh.com" => {
-            ed25519(&mut w)?;
-            w.string()?; // application
-        }
-        "ssh-rsa" => {
-            let e = w.string()?;
-            let n = w.string()?;
-            if e.is_empty() || n.len() < 64 {
-                return Err(LineError::BadBlob("RSA modulus too short"));
-            }
-        }
-        "ecdsa-sha2-nistp256" => curve(&mut w, b"nistp256")?,
-        "ecdsa-sha2-nistp384" => curve(&mut w, b"nistp384")?,
-        "ecdsa-sha2-nistp521" => curve(&mut w, b"nistp521")?,
-        "sk-ecdsa-sha2-nistp256@openssh.com" => {
-            curve(&mut w, b"nistp256")?;
-            w.string()?; // application
-        }
-        _ => return Err(LineError::BadBlob("unsupported type")),
-    }
-    w.end()
-}
-
-fn ed25519(w: &mut Wire<'_>) -> Result<(), LineError> {
-    if w.string()?.len() != 32 {
-        return Err(LineError::BadBlob("an ed25519 key is 32 bytes"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rsa_blob(n: &[u8]) -> PublicKey {
-        let mut blob = Vec::new();
-        for part in [&b"ssh-rsa"[..], &[1, 0, 1], n] {
-            blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            blob.extend_from_slice(part);
-        }
-        PublicKey {
-            kind: "ssh-rsa",
-            blob,
-        }
-    }
-
-    #[test]
-    fn rsa_bits_count_the_modulus() {
-        // mpint: a leading zero byte when the top bit is set.
-        let mut n = vec![0u8, 0x80];
-        n.resize(1 + 384, 0xff);
-        assert_eq!(rsa_blob(&n).rsa_bits(), Some(3072));
-        let mut n = vec![0x7f];
-        n.resize(256, 0xff);
-        assert_eq!(rsa_blob(&n).rsa_bits(), Some(2047));
-        assert_eq!(rsa_blob(&[]).rsa_bits(), None);
-        let ed = PublicKey {
-            kind: "ssh-ed25519",
-            blob: vec![],
-        };
-        assert_eq!(ed.rsa_bits(), None);
-    }
     use base64::engine::general_purpose::STANDARD;
 
     fn s(b: &[u8]) -> Vec<u8> {
