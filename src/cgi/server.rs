@@ -200,6 +200,14 @@ impl App {
 
         // Framing first: any doubt about where this request ends, and the
         // connection is answered and closed.
+        if let Some(fault) = head.fault {
+            let r = closing(
+                StatusCode::BAD_REQUEST,
+                &format!("bad request: {}", fault.describe()),
+            );
+            entry.log(Some(400), Exit::None, Some(fault.describe()));
+            return r;
+        }
         if h.contains_key(header::TRANSFER_ENCODING) {
             return log(
                 &entry,

@@ -6,6 +6,7 @@ mod fixture;
 
 mod auth;
 mod boot;
+mod framing;
 mod limits;
 mod privilege;
 mod streaming;
