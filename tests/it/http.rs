@@ -6,6 +6,7 @@ mod fixture;
 
 mod auth;
 mod boot;
+mod connections;
 mod framing;
 mod limits;
 mod privilege;
