@@ -126,6 +126,10 @@ pub(crate) struct Runtime {
     pub(crate) merged_keys_file: PathBuf,
     /// Whether keys carry `pty` (an interactive FORCE_COMMAND needs a TTY).
     pub(crate) pty: bool,
+    /// `ALLOWED_COMMANDS` compiled at boot (broker mode); when set, requests
+    /// are decided from it and never from `allowed_commands`.
+    #[serde(default)]
+    pub(crate) rules_snapshot: Option<PathBuf>,
 }
 
 impl Runtime {

@@ -6,11 +6,13 @@ mod classes;
 pub(crate) mod ere;
 mod exec;
 pub(crate) mod rules;
+pub(crate) mod snapshot;
 
 use crate::config::{ConfigError, Runtime};
 use crate::exit;
 use clap::Parser;
 use rules::{DenyReason, Rule, RuleError};
+use snapshot::CompiledRule;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,6 +23,9 @@ pub(crate) struct BrokerConfig {
     pub(crate) allowed_commands: String,
     pub(crate) allowed_commands_file: PathBuf,
     pub(crate) command_prefix: String,
+    /// `ALLOWED_COMMANDS` compiled at boot; when set, it replaces
+    /// `allowed_commands`, and a snapshot that cannot be used runs nothing.
+    pub(crate) snapshot: Option<PathBuf>,
 }
 
 impl BrokerConfig {
@@ -29,6 +34,7 @@ impl BrokerConfig {
             allowed_commands: rt.allowed_commands.clone(),
             allowed_commands_file: rt.allowed_commands_file.clone(),
             command_prefix: rt.command_prefix.clone(),
+            snapshot: rt.rules_snapshot.clone(),
         }
     }
 
@@ -38,19 +44,45 @@ impl BrokerConfig {
             allowed_commands: String::new(),
             allowed_commands_file: PathBuf::from(crate::config::ALLOWED_COMMANDS_FILE),
             command_prefix: String::new(),
+            snapshot: None,
         }
     }
 }
 
-/// The effective rules of one request: `ALLOWED_COMMANDS` first, then the
-/// live list file, in line order.
+/// The effective rules of one request: `ALLOWED_COMMANDS` first (compiled
+/// at boot, or parsed now when there is no snapshot), then the live list
+/// file, in line order.
 struct Loaded {
+    boot: Vec<CompiledRule>,
     rules: Vec<Rule>,
     list_error: Option<rules::ListFileError>,
 }
 
-fn load(cfg: &BrokerConfig) -> Loaded {
-    let mut rules = rules::env_rules(&cfg.allowed_commands);
+/// The rule that allowed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allowing {
+    Boot(usize),
+    Parsed(usize),
+}
+
+impl Loaded {
+    /// Text and source of the allowing rule.
+    fn shown(&self, a: Allowing) -> (String, rules::Source) {
+        match a {
+            Allowing::Boot(i) => (rules::show_rule(&self.boot[i].text), self.boot[i].source()),
+            Allowing::Parsed(i) => (
+                rules::show_rule(&self.rules[i].text),
+                self.rules[i].source.clone(),
+            ),
+        }
+    }
+}
+
+fn load(cfg: &BrokerConfig) -> Result<Loaded, snapshot::SnapshotError> {
+    let (boot, mut rules) = match &cfg.snapshot {
+        Some(path) => (snapshot::load(path)?, Vec::new()),
+        None => (Vec::new(), rules::env_rules(&cfg.allowed_commands)),
+    };
     let list_error = match rules::file_rules(&cfg.allowed_commands_file) {
         Ok(more) => {
             rules.extend(more);
@@ -58,7 +90,19 @@ fn load(cfg: &BrokerConfig) -> Loaded {
         }
         Err(e) => Some(e),
     };
-    Loaded { rules, list_error }
+    Ok(Loaded {
+        boot,
+        rules,
+        list_error,
+    })
+}
+
+/// `load`, or the exit code after saying why the snapshot cannot be used.
+fn load_or_refuse(cfg: &BrokerConfig) -> Result<Loaded, ExitCode> {
+    load(cfg).map_err(|e| {
+        eprintln!("[broker] {e}");
+        exit::code(exit::CONFIG)
+    })
 }
 
 /// Logs every unusable rule and an unreadable list file (they are skipped;
@@ -97,10 +141,13 @@ fn deny(request: &str, reason: DenyReason) -> ExitCode {
     exit::code(exit::DENIED)
 }
 
-/// The decision for one request: the index of the allowing rule.
-fn decide(cfg: &BrokerConfig, loaded: &Loaded, request: &str) -> Result<usize, DenyReason> {
+/// The decision for one request: the allowing rule, the first in order.
+fn decide(cfg: &BrokerConfig, loaded: &Loaded, request: &str) -> Result<Allowing, DenyReason> {
     rules::precheck(request, !cfg.command_prefix.trim().is_empty())?;
-    rules::first_match(&loaded.rules, request).ok_or(DenyReason::NoRuleMatches)
+    rules::first_match(&loaded.boot, request)
+        .map(Allowing::Boot)
+        .or_else(|| rules::first_match(&loaded.rules, request).map(Allowing::Parsed))
+        .ok_or(DenyReason::NoRuleMatches)
 }
 
 fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
@@ -117,7 +164,10 @@ fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
 /// Decides and, when allowed, execs (does not return). Otherwise returns
 /// 126 (denied) or 127 (program not found) after the audit line.
 pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {
-    let loaded = load(cfg);
+    let loaded = match load_or_refuse(cfg) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     log_problems(&loaded);
     let prefix = match prefix_words(&cfg.command_prefix) {
         Ok(p) => p,
@@ -257,20 +307,19 @@ pub fn main() -> ExitCode {
 }
 
 fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
-    let loaded = load(cfg);
+    let loaded = match load_or_refuse(cfg) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     log_problems(&loaded);
     if let Err(e) = prefix_words(&cfg.command_prefix) {
         eprintln!("[broker] {e}");
         return deny(request, DenyReason::BadPrefix);
     }
     match decide(cfg, &loaded, request) {
-        Ok(i) => {
-            let rule = &loaded.rules[i];
-            println!(
-                "allowed by rule \"{}\" ({})",
-                rules::show_rule(&rule.text),
-                rule.source
-            );
+        Ok(a) => {
+            let (text, source) = loaded.shown(a);
+            println!("allowed by rule \"{text}\" ({source})");
             exit::code(exit::OK)
         }
         Err(reason) => deny(request, reason),
@@ -278,7 +327,13 @@ fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
 }
 
 fn list(cfg: &BrokerConfig) -> ExitCode {
-    let loaded = load(cfg);
+    let loaded = match load(cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("BAD  {e}");
+            return exit::code(exit::CONFIG);
+        }
+    };
     let mut bad = false;
     if let Err(e) = prefix_words(&cfg.command_prefix) {
         println!("BAD  {e}");
@@ -287,6 +342,9 @@ fn list(cfg: &BrokerConfig) -> ExitCode {
     if let Some(e) = &loaded.list_error {
         println!("BAD  {e}");
         bad = true;
+    }
+    for rule in &loaded.boot {
+        println!("ok   {}: {}", rule.source(), rules::show_rule(&rule.text));
     }
     for rule in &loaded.rules {
         match &rule.translated {
@@ -301,7 +359,7 @@ fn list(cfg: &BrokerConfig) -> ExitCode {
             }
         }
     }
-    if loaded.rules.is_empty() {
+    if loaded.boot.is_empty() && loaded.rules.is_empty() {
         println!("(no rules: every request is refused)");
     }
     exit::code(if bad { exit::CONFIG } else { exit::OK })
@@ -328,6 +386,23 @@ pub mod probe {
             source: super::rules::Source::Env { line: 1 },
             translated: Ok(translated),
         }];
+        Ok(requests
+            .iter()
+            .map(|r| super::rules::first_match(&rules, r).is_some())
+            .collect())
+    }
+
+    /// `matches` through the boot-compiled path: the rule is translated,
+    /// written into a snapshot, read back (checked) and decided from it.
+    pub fn matches_compiled(rule: &str, requests: &[&str]) -> Result<Vec<bool>, String> {
+        let t = super::ere::translate(rule).map_err(|e| e.to_string())?;
+        let bytes = super::snapshot::encode(&[super::snapshot::CompiledRule {
+            text: rule.to_owned(),
+            line: 1,
+            pattern: t.pattern(),
+            shortcut: t.shortcut,
+        }]);
+        let rules = super::snapshot::decode(&bytes)?;
         Ok(requests
             .iter()
             .map(|r| super::rules::first_match(&rules, r).is_some())
@@ -368,12 +443,45 @@ pub mod probe {
             allowed_commands: allowed_commands.to_owned(),
             allowed_commands_file: std::path::PathBuf::new(),
             command_prefix: prefix.to_owned(),
+            snapshot: None,
         };
         let loaded = super::Loaded {
+            boot: Vec::new(),
             rules: super::rules::env_rules(allowed_commands),
             list_error: None,
         };
-        super::decide(&cfg, &loaded, request).map_err(|r| r.to_string())
+        match super::decide(&cfg, &loaded, request) {
+            Ok(super::Allowing::Parsed(i)) => Ok(i),
+            Ok(super::Allowing::Boot(_)) => unreachable!("no snapshot here"),
+            Err(r) => Err(r.to_string()),
+        }
+    }
+
+    /// `decide` through the boot-compiled path (the snapshot the entrypoint
+    /// writes for `allowed_commands`, read back and checked); the outer
+    /// error when the rules cannot be compiled (the entrypoint refuses them).
+    pub fn decide_compiled(
+        allowed_commands: &str,
+        request: &str,
+        prefix: &str,
+    ) -> Result<Result<usize, String>, String> {
+        let bytes = super::snapshot::compile(allowed_commands)?;
+        let cfg = super::BrokerConfig {
+            allowed_commands: String::new(),
+            allowed_commands_file: std::path::PathBuf::new(),
+            command_prefix: prefix.to_owned(),
+            snapshot: None,
+        };
+        let loaded = super::Loaded {
+            boot: super::snapshot::decode(&bytes)?,
+            rules: Vec::new(),
+            list_error: None,
+        };
+        Ok(match super::decide(&cfg, &loaded, request) {
+            Ok(super::Allowing::Boot(i)) => Ok(i),
+            Ok(super::Allowing::Parsed(_)) => unreachable!("no parsed rules here"),
+            Err(r) => Err(r.to_string()),
+        })
     }
 }
 

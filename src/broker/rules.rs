@@ -3,6 +3,7 @@
 //! cannot be translated exactly is reported and never used.
 
 use super::ere::{self, EreError, Shortcut, Translated};
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,30 @@ pub(crate) struct Rule {
     pub(crate) text: String,
     pub(crate) source: Source,
     pub(crate) translated: Result<Translated, EreError>,
+}
+
+/// What the decision needs of a rule, whether it was translated for this
+/// request or at boot (see `snapshot`).
+pub(crate) trait Decidable {
+    /// The cheap necessary condition; `None` for a rule that cannot be used
+    /// (it is skipped).
+    fn shortcut(&self) -> Option<&Shortcut>;
+    /// The whole-line `regex` pattern; asked only of usable candidates.
+    fn pattern(&self) -> Cow<'_, str>;
+}
+
+impl Decidable for Rule {
+    fn shortcut(&self) -> Option<&Shortcut> {
+        self.translated.as_ref().ok().map(|t| &t.shortcut)
+    }
+
+    fn pattern(&self) -> Cow<'_, str> {
+        match &self.translated {
+            Ok(t) => Cow::Owned(t.pattern()),
+            // Never a candidate: `shortcut` is `None`.
+            Err(_) => Cow::Borrowed("[^\\s\\S]"),
+        }
+    }
 }
 
 /// A rule that cannot be used, for the operator.
@@ -210,12 +235,14 @@ pub(crate) fn precheck(request: &str, has_prefix: bool) -> Result<(), DenyReason
 /// refused at translation are skipped. Cheap literal checks settle most
 /// rules; the rest are compiled together as one `RegexSet`, and only those
 /// that can still win (before the first literal hit) are compiled.
-pub(crate) fn first_match(rules: &[Rule], request: &str) -> Option<usize> {
-    let mut candidates: Vec<(usize, &Translated)> = Vec::new();
+pub(crate) fn first_match<R: Decidable>(rules: &[R], request: &str) -> Option<usize> {
+    let mut candidates: Vec<(usize, &R)> = Vec::new();
     let mut literal_hit = None;
     for (i, rule) in rules.iter().enumerate() {
-        let Ok(t) = &rule.translated else { continue };
-        match &t.shortcut {
+        let Some(shortcut) = rule.shortcut() else {
+            continue;
+        };
+        match shortcut {
             Shortcut::Exact(words) => {
                 if words.iter().any(|w| w == request) {
                     literal_hit = Some(i);
@@ -224,24 +251,24 @@ pub(crate) fn first_match(rules: &[Rule], request: &str) -> Option<usize> {
             }
             Shortcut::Prefixes(p) => {
                 if p.iter().any(|p| request.starts_with(p.as_str())) {
-                    candidates.push((i, t));
+                    candidates.push((i, rule));
                 }
             }
-            Shortcut::None => candidates.push((i, t)),
+            Shortcut::None => candidates.push((i, rule)),
         }
     }
     match candidates.len() {
         0 => literal_hit,
         1 => {
-            let (i, t) = candidates[0];
-            compile(&t.pattern())
+            let (i, r) = candidates[0];
+            compile(&r.pattern())
                 .is_some_and(|r| r.is_match(request))
                 .then_some(i)
                 .or(literal_hit)
         }
         _ => {
-            let patterns: Vec<String> = candidates.iter().map(|c| c.1.pattern()).collect();
-            let set = regex::RegexSetBuilder::new(&patterns)
+            let patterns: Vec<Cow<'_, str>> = candidates.iter().map(|c| c.1.pattern()).collect();
+            let set = regex::RegexSetBuilder::new(patterns.iter().map(|p| &**p))
                 .size_limit(SIZE_LIMIT)
                 .dfa_size_limit(DFA_SIZE_LIMIT)
                 .build();

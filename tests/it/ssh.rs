@@ -10,4 +10,5 @@ mod broker;
 mod force;
 mod hardening;
 mod lock;
+mod rules_snapshot;
 mod wrapper;

@@ -451,6 +451,14 @@ fn differential_against_gnu_grep() {
         let (gnu, warned) = grep_lines(&["grep"], &rule, &reqs);
         let refs: Vec<&str> = reqs.iter().map(String::as_str).collect();
         let ours = probe::matches(&rule, &refs);
+        // The boot-compiled path (snapshot written, read back, decided
+        // from) must give the same answers, refusals included.
+        let compiled = probe::matches_compiled(&rule, &refs);
+        if compiled.as_ref().ok() != ours.as_ref().ok() {
+            failures.push(format!(
+                "rule {rule:?}: compiled path {compiled:?}, parsed path {ours:?}"
+            ));
+        }
         match (&gnu, &ours) {
             (None, Ok(_)) => failures.push(format!("grep refuses {rule:?}, we accept it")),
             (None, Err(_)) => gnu_refused += 1,
