@@ -7,9 +7,10 @@
 # /bin/true). Compared in the same hyperfine run:
 #   floor     bare exec of /bin/true with the request's words
 #   compiled  the normal path: rules decided from the boot-compiled snapshot
-#   parsed    the same runtime file without its `rules_snapshot` field, so
-#             every rule is parsed and translated per request (the path
-#             before the snapshot existed), at 1 and 1,000 rules
+#   parsed    the same runtime file without its `rules_snapshot` field and
+#             with the rules in `allowed_commands`, so every rule is parsed
+#             and translated per request (the path before the snapshot
+#             existed), at 1 and 1,000 rules
 # The request matches only the LAST rule (first-match worst case); rules
 # are bench/broker.sh's mix. Ratios are of medians (and of minimums).
 #
@@ -52,13 +53,16 @@ for n in 1 10 100 1000; do
   cp -a rootfs/. "$r/"
   cp /etc/group "$r/etc/group"
   cp -a "$keys/." "$r/etc/ssh/keys/"
-  env -i BASTION_ROOT="$r" ALLOWED_COMMANDS="$(rules "$n")" COMMAND_PREFIX=/bin/true \
+  rules "$n" >"$work/rules$n"
+  env -i BASTION_ROOT="$r" ALLOWED_COMMANDS="$(cat "$work/rules$n")" COMMAND_PREFIX=/bin/true \
     "$bin/bastion-entrypoint" --prepare-only >/dev/null 2>"$work/entrypoint$n.log"
-  python3 - "$r/run/bastion/runtime.json" "$r/run/bastion/parsed.json" <<'PY'
+  # The parsed variant carries the rules in the runtime file, as before.
+  python3 - "$r/run/bastion/runtime.json" "$r/run/bastion/parsed.json" "$work/rules$n" <<'PY'
 import json, sys
 rt = json.load(open(sys.argv[1]))
 assert rt["rules_snapshot"], "no snapshot in the runtime file"
 rt.pop("rules_snapshot")
+rt["allowed_commands"] = open(sys.argv[3]).read()
 json.dump(rt, open(sys.argv[2], "w"))
 PY
 done

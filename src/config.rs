@@ -115,7 +115,8 @@ impl<'de> Deserialize<'de> for LockPolicy {
 pub(crate) struct Runtime {
     pub(crate) user: String,
     pub(crate) mode: Mode,
-    /// `ALLOWED_COMMANDS` as it was at boot (already validated).
+    /// `ALLOWED_COMMANDS` as it was at boot (already validated); empty when
+    /// `rules_snapshot` holds the rules.
     pub(crate) allowed_commands: String,
     pub(crate) allowed_commands_file: PathBuf,
     pub(crate) command_prefix: String,

@@ -78,12 +78,14 @@ impl Loaded {
     }
 }
 
-fn load(cfg: &BrokerConfig) -> Result<Loaded, snapshot::SnapshotError> {
+/// With `request`, list-file lines that cannot match it are left out (see
+/// `rules::file_rules`).
+fn load(cfg: &BrokerConfig, request: Option<&str>) -> Result<Loaded, snapshot::SnapshotError> {
     let (boot, mut rules) = match &cfg.snapshot {
         Some(path) => (snapshot::load(path)?, Vec::new()),
         None => (Vec::new(), rules::env_rules(&cfg.allowed_commands)),
     };
-    let list_error = match rules::file_rules(&cfg.allowed_commands_file) {
+    let list_error = match rules::file_rules(&cfg.allowed_commands_file, request) {
         Ok(more) => {
             rules.extend(more);
             None
@@ -98,8 +100,8 @@ fn load(cfg: &BrokerConfig) -> Result<Loaded, snapshot::SnapshotError> {
 }
 
 /// `load`, or the exit code after saying why the snapshot cannot be used.
-fn load_or_refuse(cfg: &BrokerConfig) -> Result<Loaded, ExitCode> {
-    load(cfg).map_err(|e| {
+fn load_or_refuse(cfg: &BrokerConfig, request: &str) -> Result<Loaded, ExitCode> {
+    load(cfg, Some(request)).map_err(|e| {
         eprintln!("[broker] {e}");
         exit::code(exit::CONFIG)
     })
@@ -164,7 +166,7 @@ fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
 /// Decides and, when allowed, execs (does not return). Otherwise returns
 /// 126 (denied) or 127 (program not found) after the audit line.
 pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {
-    let loaded = match load_or_refuse(cfg) {
+    let loaded = match load_or_refuse(cfg, request) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -307,7 +309,7 @@ pub fn main() -> ExitCode {
 }
 
 fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
-    let loaded = match load_or_refuse(cfg) {
+    let loaded = match load_or_refuse(cfg, request) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -327,7 +329,7 @@ fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
 }
 
 fn list(cfg: &BrokerConfig) -> ExitCode {
-    let loaded = match load(cfg) {
+    let loaded = match load(cfg, None) {
         Ok(l) => l,
         Err(e) => {
             println!("BAD  {e}");
@@ -407,6 +409,12 @@ pub mod probe {
             .iter()
             .map(|r| super::rules::first_match(&rules, r).is_some())
             .collect())
+    }
+
+    /// What every request `rule` matches starts with, as the live list's
+    /// prefilter reads it off the text.
+    pub fn literal_start(rule: &str) -> &[u8] {
+        super::rules::literal_start(rule.as_bytes())
     }
 
     /// Fuzz oracle: for a rule the broker accepts, the translated pattern

@@ -153,9 +153,85 @@ pub(crate) fn env_rules(allowed_commands: &str) -> Vec<Rule> {
         .collect()
 }
 
+/// A string every request `rule` can match starts with, read off the rule
+/// text without parsing it: its leading run of ordinary bytes (no ERE
+/// metacharacter, no control character), less its last character when a
+/// quantifier follows it; empty when the rule may be an alternation at
+/// the top level (an alternative could start with anything). Sound for any
+/// text, usable rule or not: a prefix of a required prefix is required too.
+pub(crate) fn literal_start(rule: &[u8]) -> &[u8] {
+    if may_alternate_at_top(rule) {
+        return &[];
+    }
+    let ordinary =
+        |b: &u8| *b >= 0x80 || (!b.is_ascii_control() && !ere::META.contains(&char::from(*b)));
+    let run = rule.iter().take_while(|b| ordinary(b)).count();
+    match rule.get(run) {
+        // The quantifier makes the whole last character optional, all of
+        // its bytes.
+        Some(b'*' | b'+' | b'?' | b'{') => {
+            let mut last = run.saturating_sub(1);
+            while last > 0 && rule[last] & 0xc0 == 0x80 {
+                last -= 1;
+            }
+            &rule[..last]
+        }
+        _ => &rule[..run],
+    }
+}
+
+/// Whether `rule` has a `|` outside every group and bracket expression, as
+/// ERE reads it (a backslash escapes one byte outside brackets; inside them a
+/// backslash is literal, `]` first is literal, `[:`, `[=`, `[.` open a
+/// class); `true` too whenever the text is not clear (an unclosed bracket,
+/// an unmatched `)`).
+fn may_alternate_at_top(rule: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < rule.len() {
+        match rule[i] {
+            b'\\' => i += 1,
+            b'[' => {
+                let mut j = i + 1;
+                if rule.get(j) == Some(&b'^') {
+                    j += 1;
+                }
+                if rule.get(j) == Some(&b']') {
+                    j += 1;
+                }
+                loop {
+                    match rule.get(j) {
+                        None => return true,
+                        Some(b']') => break,
+                        Some(b'[') if matches!(rule.get(j + 1), Some(b':' | b'=' | b'.')) => {
+                            let end = [rule[j + 1], b']'];
+                            match rule[j + 2..].windows(2).position(|w| w == end) {
+                                Some(k) => j += 2 + k + 2,
+                                None => return true,
+                            }
+                        }
+                        Some(_) => j += 1,
+                    }
+                }
+                i = j;
+            }
+            b'(' => depth += 1,
+            b')' if depth == 0 => return true,
+            b')' => depth -= 1,
+            b'|' if depth == 0 => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Rules of the live list file. A missing file is no rules; an unreadable
-/// one is an error (and no rules).
-pub(crate) fn file_rules(path: &Path) -> Result<Vec<Rule>, ListFileError> {
+/// one is an error (and no rules). With a request, a line whose literal
+/// start the request lacks cannot match it and is left out unparsed (so
+/// it is neither translated nor reported for this request; `--list`
+/// reads every line).
+pub(crate) fn file_rules(path: &Path, request: Option<&str>) -> Result<Vec<Rule>, ListFileError> {
     let err = |problem: String| ListFileError {
         path: path.to_owned(),
         problem,
@@ -183,6 +259,13 @@ pub(crate) fn file_rules(path: &Path) -> Result<Vec<Rule>, ListFileError> {
         return Err(err(format!("larger than {MAX_LIST_FILE} bytes")));
     }
     Ok(rule_lines(&text)
+        // A line that is not UTF-8 is always kept: it is bad whatever the
+        // request, and reported.
+        .filter(|(_, t)| {
+            request.is_none_or(|r| {
+                r.as_bytes().starts_with(literal_start(t)) || std::str::from_utf8(t).is_err()
+            })
+        })
         .map(|(line, t)| {
             make_rule(
                 t,
@@ -341,6 +424,80 @@ mod tests {
             .to_string(),
             "rule \"\\1\" (ALLOWED_COMMANDS line 1) refused at byte 0: back-reference `\\1` is not supported"
         );
+    }
+
+    #[test]
+    fn literal_start_is_what_every_match_starts_with() {
+        let cases: &[(&str, &[u8])] = &[
+            ("ls -l", b"ls -l"),
+            ("svc (start|stop)", b"svc "),
+            ("svc (start|stop)|x", b""),
+            ("svc [|(]x|y", b""),
+            ("svc []|]x", b"svc "),
+            ("svc [^]|]x", b"svc "),
+            ("svc [[:alpha:]|]x", b"svc "),
+            ("svc [[:alpha:]", b""),
+            ("svc \\(|x", b""),
+            ("svc )|x", b""),
+            ("svc [a\\]|x", b""),
+            ("docker logs --tail [0-9]+ app", b"docker logs --tail "),
+            ("ab*", b"a"),
+            ("ab+c", b"a"),
+            ("ab?", b"a"),
+            ("ab{2}", b"a"),
+            ("a.b", b"a"),
+            ("a\\.b", b"a"),
+            ("^ab", b""),
+            ("ab|cd", b""),
+            ("x[|]", b"x"),
+            ("(ab)", b""),
+            ("*a", b""),
+            // A quantified multi-byte character goes as a whole.
+            ("caf\u{e9}*", b"caf"),
+            ("\u{65e5}?", b""),
+            ("\u{65e5}\u{e9}{2}", b"\xe6\x97\xa5"),
+            ("a\tb", b"a"),
+        ];
+        for (rule, start) in cases {
+            assert_eq!(literal_start(rule.as_bytes()), *start, "{rule:?}");
+        }
+    }
+
+    #[test]
+    fn the_list_file_prefilter_never_changes_a_decision() {
+        let dir = std::env::temp_dir().join(format!("bastion-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("list");
+        std::fs::write(
+            &path,
+            "svc (start|stop)\n(a)\\1\nls( -l)?\nl.\nx|ls\necho [a-z]+\nsvc x*\n",
+        )
+        .unwrap();
+        let all = file_rules(&path, None).unwrap();
+        for req in [
+            "svc start",
+            "ls",
+            "ls -l",
+            "lx",
+            "echo hi",
+            "svc ",
+            "svc xx",
+            "zz",
+            "",
+        ] {
+            let some = file_rules(&path, Some(req)).unwrap();
+            let line = |rules: &[Rule], i: Option<usize>| i.map(|i| rules[i].source.clone());
+            assert_eq!(
+                line(&some, first_match(&some, req)),
+                line(&all, first_match(&all, req)),
+                "{req:?}"
+            );
+        }
+        // Lines that cannot match are not even parsed (the bad one among them).
+        let some = file_rules(&path, Some("echo hi")).unwrap();
+        let texts: Vec<&str> = some.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(texts, vec!["(a)\\1", "x|ls", "echo [a-z]+"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -136,7 +136,13 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
     let runtime = Runtime {
         user: SESSION_USER.to_owned(),
         mode: s.mode.clone(),
-        allowed_commands: s.allowed_commands.clone(),
+        // The snapshot holds the rules; the runtime file, read by every
+        // request, does not carry them twice.
+        allowed_commands: if rules_snapshot.is_some() {
+            String::new()
+        } else {
+            s.allowed_commands.clone()
+        },
         allowed_commands_file: p.allowed_commands_file.clone(),
         command_prefix: s.command_prefix.clone(),
         command_lock: s.command_lock,

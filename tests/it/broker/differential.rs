@@ -472,6 +472,16 @@ fn differential_against_gnu_grep() {
                 for (i, &we) in ours.iter().enumerate() {
                     let they = lines.contains(&i);
                     matched += usize::from(they);
+                    // The live list's prefilter must never drop a rule
+                    // from a request it matches.
+                    let start = probe::literal_start(&rule);
+                    if they && !reqs[i].as_bytes().starts_with(start) {
+                        failures.push(format!(
+                            "rule {rule:?} matches {:?} (grep) but its literal start is {:?}",
+                            reqs[i],
+                            String::from_utf8_lossy(start)
+                        ));
+                    }
                     if we != they {
                         failures.push(format!(
                             "rule {rule:?} request {:?}: grep {they}, broker {we} (pattern {:?})",
