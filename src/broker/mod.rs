@@ -52,8 +52,8 @@ impl BrokerConfig {
 /// The effective rules of one request: `ALLOWED_COMMANDS` first (compiled
 /// at boot, or parsed now when there is no snapshot), then the live list
 /// file, in line order.
-struct Loaded {
-    boot: Vec<CompiledRule>,
+struct Loaded<'a> {
+    boot: Vec<CompiledRule<'a>>,
     rules: Vec<Rule>,
     list_error: Option<rules::ListFileError>,
 }
@@ -65,11 +65,11 @@ enum Allowing {
     Parsed(usize),
 }
 
-impl Loaded {
+impl Loaded<'_> {
     /// Text and source of the allowing rule.
     fn shown(&self, a: Allowing) -> (String, rules::Source) {
         match a {
-            Allowing::Boot(i) => (rules::show_rule(&self.boot[i].text), self.boot[i].source()),
+            Allowing::Boot(i) => (rules::show_rule(self.boot[i].text), self.boot[i].source()),
             Allowing::Parsed(i) => (
                 rules::show_rule(&self.rules[i].text),
                 self.rules[i].source.clone(),
@@ -78,11 +78,23 @@ impl Loaded {
     }
 }
 
+/// The snapshot's bytes when the configuration names one (the boot rules
+/// borrow from them), else nothing.
+fn read_snapshot(cfg: &BrokerConfig) -> Result<Vec<u8>, snapshot::SnapshotError> {
+    cfg.snapshot
+        .as_deref()
+        .map_or(Ok(Vec::new()), snapshot::read)
+}
+
 /// With `request`, list-file lines that cannot match it are left out (see
-/// `rules::file_rules`).
-fn load(cfg: &BrokerConfig, request: Option<&str>) -> Result<Loaded, snapshot::SnapshotError> {
+/// `rules::file_rules`). `snapshot` is what `read_snapshot` gave.
+fn load<'a>(
+    cfg: &BrokerConfig,
+    snapshot: &'a [u8],
+    request: Option<&str>,
+) -> Result<Loaded<'a>, snapshot::SnapshotError> {
     let (boot, mut rules) = match &cfg.snapshot {
-        Some(path) => (snapshot::load(path)?, Vec::new()),
+        Some(path) => (snapshot::decode_file(path, snapshot)?, Vec::new()),
         None => (Vec::new(), rules::env_rules(&cfg.allowed_commands)),
     };
     let list_error = match rules::file_rules(&cfg.allowed_commands_file, request) {
@@ -99,12 +111,10 @@ fn load(cfg: &BrokerConfig, request: Option<&str>) -> Result<Loaded, snapshot::S
     })
 }
 
-/// `load`, or the exit code after saying why the snapshot cannot be used.
-fn load_or_refuse(cfg: &BrokerConfig, request: &str) -> Result<Loaded, ExitCode> {
-    load(cfg, Some(request)).map_err(|e| {
-        eprintln!("[broker] {e}");
-        exit::code(exit::CONFIG)
-    })
+/// The snapshot could not be used: said once, exit 78.
+fn refuse(e: &snapshot::SnapshotError) -> ExitCode {
+    eprintln!("[broker] {e}");
+    exit::code(exit::CONFIG)
 }
 
 /// Logs every unusable rule and an unreadable list file (they are skipped;
@@ -166,9 +176,13 @@ fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
 /// Decides and, when allowed, execs (does not return). Otherwise returns
 /// 126 (denied) or 127 (program not found) after the audit line.
 pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {
-    let loaded = match load_or_refuse(cfg, request) {
+    let snap = match read_snapshot(cfg) {
+        Ok(s) => s,
+        Err(e) => return refuse(&e),
+    };
+    let loaded = match load(cfg, &snap, Some(request)) {
         Ok(l) => l,
-        Err(code) => return code,
+        Err(e) => return refuse(&e),
     };
     log_problems(&loaded);
     let prefix = match prefix_words(&cfg.command_prefix) {
@@ -309,9 +323,13 @@ pub fn main() -> ExitCode {
 }
 
 fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
-    let loaded = match load_or_refuse(cfg, request) {
+    let snap = match read_snapshot(cfg) {
+        Ok(s) => s,
+        Err(e) => return refuse(&e),
+    };
+    let loaded = match load(cfg, &snap, Some(request)) {
         Ok(l) => l,
-        Err(code) => return code,
+        Err(e) => return refuse(&e),
     };
     log_problems(&loaded);
     if let Err(e) = prefix_words(&cfg.command_prefix) {
@@ -329,12 +347,17 @@ fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
 }
 
 fn list(cfg: &BrokerConfig) -> ExitCode {
-    let loaded = match load(cfg, None) {
+    let bad_snapshot = |e: snapshot::SnapshotError| {
+        println!("BAD  {e}");
+        exit::code(exit::CONFIG)
+    };
+    let snap = match read_snapshot(cfg) {
+        Ok(s) => s,
+        Err(e) => return bad_snapshot(e),
+    };
+    let loaded = match load(cfg, &snap, None) {
         Ok(l) => l,
-        Err(e) => {
-            println!("BAD  {e}");
-            return exit::code(exit::CONFIG);
-        }
+        Err(e) => return bad_snapshot(e),
     };
     let mut bad = false;
     if let Err(e) = prefix_words(&cfg.command_prefix) {
@@ -346,7 +369,7 @@ fn list(cfg: &BrokerConfig) -> ExitCode {
         bad = true;
     }
     for rule in &loaded.boot {
-        println!("ok   {}: {}", rule.source(), rules::show_rule(&rule.text));
+        println!("ok   {}: {}", rule.source(), rules::show_rule(rule.text));
     }
     for rule in &loaded.rules {
         match &rule.translated {
@@ -398,12 +421,8 @@ pub mod probe {
     /// written into a snapshot, read back (checked) and decided from it.
     pub fn matches_compiled(rule: &str, requests: &[&str]) -> Result<Vec<bool>, String> {
         let t = super::ere::translate(rule).map_err(|e| e.to_string())?;
-        let bytes = super::snapshot::encode(&[super::snapshot::CompiledRule {
-            text: rule.to_owned(),
-            line: 1,
-            pattern: t.pattern(),
-            shortcut: t.shortcut,
-        }]);
+        let pattern = t.pattern();
+        let bytes = super::snapshot::encode([(1, rule, pattern.as_str(), &t.shortcut)].into_iter());
         let rules = super::snapshot::decode(&bytes)?;
         Ok(requests
             .iter()

@@ -42,25 +42,65 @@ pub(crate) struct Rule {
     pub(crate) translated: Result<Translated, EreError>,
 }
 
+/// What a rule's cheap check says about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prefilter {
+    /// The rule matches: it is one of the rule's exact strings.
+    Hit,
+    /// The rule may match: its pattern decides.
+    Candidate,
+    /// The rule cannot match (or cannot be used at all).
+    Miss,
+}
+
+impl Prefilter {
+    /// The verdict of a shortcut given as its kind and its literals.
+    pub(crate) fn of<'w>(
+        exact: bool,
+        mut literals: impl Iterator<Item = &'w [u8]>,
+        request: &str,
+    ) -> Prefilter {
+        let r = request.as_bytes();
+        if exact {
+            if literals.any(|w| w == r) {
+                Prefilter::Hit
+            } else {
+                Prefilter::Miss
+            }
+        } else if literals.any(|p| r.starts_with(p)) {
+            Prefilter::Candidate
+        } else {
+            Prefilter::Miss
+        }
+    }
+}
+
 /// What the decision needs of a rule, whether it was translated for this
 /// request or at boot (see `snapshot`).
 pub(crate) trait Decidable {
-    /// The cheap necessary condition; `None` for a rule that cannot be used
-    /// (it is skipped).
-    fn shortcut(&self) -> Option<&Shortcut>;
-    /// The whole-line `regex` pattern; asked only of usable candidates.
+    fn prefilter(&self, request: &str) -> Prefilter;
+    /// The whole-line `regex` pattern; asked only of candidates.
     fn pattern(&self) -> Cow<'_, str>;
 }
 
 impl Decidable for Rule {
-    fn shortcut(&self) -> Option<&Shortcut> {
-        self.translated.as_ref().ok().map(|t| &t.shortcut)
+    fn prefilter(&self, request: &str) -> Prefilter {
+        match &self.translated {
+            Err(_) => Prefilter::Miss,
+            Ok(t) => match &t.shortcut {
+                Shortcut::Exact(w) => Prefilter::of(true, w.iter().map(|w| w.as_bytes()), request),
+                Shortcut::Prefixes(p) => {
+                    Prefilter::of(false, p.iter().map(|p| p.as_bytes()), request)
+                }
+                Shortcut::None => Prefilter::Candidate,
+            },
+        }
     }
 
     fn pattern(&self) -> Cow<'_, str> {
         match &self.translated {
             Ok(t) => Cow::Owned(t.pattern()),
-            // Never a candidate: `shortcut` is `None`.
+            // Never a candidate.
             Err(_) => Cow::Borrowed("[^\\s\\S]"),
         }
     }
@@ -322,22 +362,13 @@ pub(crate) fn first_match<R: Decidable>(rules: &[R], request: &str) -> Option<us
     let mut candidates: Vec<(usize, &R)> = Vec::new();
     let mut literal_hit = None;
     for (i, rule) in rules.iter().enumerate() {
-        let Some(shortcut) = rule.shortcut() else {
-            continue;
-        };
-        match shortcut {
-            Shortcut::Exact(words) => {
-                if words.iter().any(|w| w == request) {
-                    literal_hit = Some(i);
-                    break;
-                }
+        match rule.prefilter(request) {
+            Prefilter::Hit => {
+                literal_hit = Some(i);
+                break;
             }
-            Shortcut::Prefixes(p) => {
-                if p.iter().any(|p| request.starts_with(p.as_str())) {
-                    candidates.push((i, rule));
-                }
-            }
-            Shortcut::None => candidates.push((i, rule)),
+            Prefilter::Candidate => candidates.push((i, rule)),
+            Prefilter::Miss => {}
         }
     }
     match candidates.len() {

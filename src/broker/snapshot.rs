@@ -7,7 +7,7 @@
 //! side.
 
 use super::ere::Shortcut;
-use super::rules::{self, Decidable, Source};
+use super::rules::{self, Decidable, Prefilter, Source};
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Read as _;
@@ -28,29 +28,43 @@ pub(crate) fn path_for(runtime_file: &Path) -> PathBuf {
     runtime_file.with_file_name(FILE_NAME)
 }
 
-/// One `ALLOWED_COMMANDS` rule as the entrypoint translated it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CompiledRule {
-    pub(crate) text: String,
+/// One `ALLOWED_COMMANDS` rule as the entrypoint translated it, borrowed
+/// from the snapshot's bytes (a request allocates nothing per rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompiledRule<'a> {
+    pub(crate) text: &'a str,
     pub(crate) line: usize,
-    pub(crate) shortcut: Shortcut,
     /// The whole-line `regex` pattern (`^(?:...)$`).
-    pub(crate) pattern: String,
+    pub(crate) pattern: &'a str,
+    kind: u8,
+    /// The shortcut's literals, still encoded (checked by `decode`).
+    literals: &'a [u8],
 }
 
-impl CompiledRule {
+impl CompiledRule<'_> {
     pub(crate) fn source(&self) -> Source {
         Source::Env { line: self.line }
     }
+
+    fn literals(&self) -> impl Iterator<Item = &[u8]> {
+        let mut r = Reader {
+            bytes: self.literals,
+        };
+        std::iter::from_fn(move || r.bytes().ok())
+    }
 }
 
-impl Decidable for CompiledRule {
-    fn shortcut(&self) -> Option<&Shortcut> {
-        Some(&self.shortcut)
+impl Decidable for CompiledRule<'_> {
+    fn prefilter(&self, request: &str) -> Prefilter {
+        match self.kind {
+            EXACT => Prefilter::of(true, self.literals(), request),
+            PREFIXES => Prefilter::of(false, self.literals(), request),
+            _ => Prefilter::Candidate,
+        }
     }
 
     fn pattern(&self) -> Cow<'_, str> {
-        Cow::Borrowed(&self.pattern)
+        Cow::Borrowed(self.pattern)
     }
 }
 
@@ -76,28 +90,26 @@ impl fmt::Display for SnapshotError {
 /// Translates every rule of `allowed_commands` (validated before: a rule
 /// that does not translate is an error here too) and encodes the result.
 pub(crate) fn compile(allowed_commands: &str) -> Result<Vec<u8>, String> {
-    let mut compiled = Vec::new();
-    for rule in rules::env_rules(allowed_commands) {
+    let rules = rules::env_rules(allowed_commands);
+    let mut compiled = Vec::with_capacity(rules.len());
+    for rule in &rules {
         let t = match &rule.translated {
             Ok(t) => t,
-            Err(error) => return Err(rules::RuleError { rule: &rule, error }.to_string()),
+            Err(error) => return Err(rules::RuleError { rule, error }.to_string()),
         };
         let Source::Env { line } = rule.source else {
             unreachable!("env_rules gives environment rules")
         };
-        compiled.push(CompiledRule {
-            pattern: t.pattern(),
-            shortcut: t.shortcut.clone(),
-            text: rule.text,
-            line,
-        });
+        compiled.push((line, rule.text.as_str(), t.pattern(), &t.shortcut));
     }
-    Ok(encode(&compiled))
+    Ok(encode(compiled.iter().map(
+        |(line, text, pattern, shortcut)| (*line, *text, pattern.as_str(), *shortcut),
+    )))
 }
 
-/// Reads and checks the snapshot at `path`: a regular file (no symlink),
-/// owned by root, writable by nobody else, intact.
-pub(crate) fn load(path: &Path) -> Result<Vec<CompiledRule>, SnapshotError> {
+/// Reads the snapshot at `path` if it is a regular file (no symlink), owned
+/// by root and writable by nobody else (`decode_file` checks the bytes).
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, SnapshotError> {
     let err = |problem: String| SnapshotError {
         path: path.to_owned(),
         problem,
@@ -122,7 +134,18 @@ pub(crate) fn load(path: &Path) -> Result<Vec<CompiledRule>, SnapshotError> {
     file.take(MAX_FILE + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| err(e.to_string()))?;
-    decode(&bytes).map_err(|problem| err(problem.to_owned()))
+    Ok(bytes)
+}
+
+/// `decode`, its problem told with the file's path.
+pub(crate) fn decode_file<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<Vec<CompiledRule<'a>>, SnapshotError> {
+    decode(bytes).map_err(|problem| SnapshotError {
+        path: path.to_owned(),
+        problem: problem.to_owned(),
+    })
 }
 
 /// A corruption check (truncation, flipped bits, a partial write), not an
@@ -160,14 +183,17 @@ const EXACT: u8 = 1;
 const PREFIXES: u8 = 2;
 const NO_SHORTCUT: u8 = 3;
 
-pub(crate) fn encode(rules: &[CompiledRule]) -> Vec<u8> {
+/// The snapshot of rules given as (line, text, pattern, shortcut).
+pub(crate) fn encode<'a>(
+    rules: impl ExactSizeIterator<Item = (usize, &'a str, &'a str, &'a Shortcut)>,
+) -> Vec<u8> {
     let mut payload = Vec::new();
     put_u32(&mut payload, rules.len());
-    for r in rules {
-        put_u32(&mut payload, r.line);
-        put_str(&mut payload, &r.text);
-        put_str(&mut payload, &r.pattern);
-        let (tag, words): (u8, &[String]) = match &r.shortcut {
+    for (line, text, pattern, shortcut) in rules {
+        put_u32(&mut payload, line);
+        put_str(&mut payload, text);
+        put_str(&mut payload, pattern);
+        let (tag, words): (u8, &[String]) = match shortcut {
             Shortcut::Exact(w) => (EXACT, w),
             Shortcut::Prefixes(w) => (PREFIXES, w),
             Shortcut::None => (NO_SHORTCUT, &[]),
@@ -209,16 +235,19 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
-    fn str(&mut self) -> Result<String, &'static str> {
+    fn bytes(&mut self) -> Result<&'a [u8], &'static str> {
         let n = self.u32()?;
-        let b = self.take(n)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| "a string in it is not UTF-8")
+        self.take(n)
+    }
+
+    fn str(&mut self) -> Result<&'a str, &'static str> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| "a string in it is not UTF-8")
     }
 }
 
-pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<CompiledRule>, &'static str> {
+/// The rules of a snapshot, every byte of it checked: header, length,
+/// checksum, then each rule's layout and UTF-8.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<CompiledRule<'_>>, &'static str> {
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err("not a compiled rule file of this version (bad header)");
     }
@@ -246,26 +275,22 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<CompiledRule>, &'static str> {
         let line = r.u32()?;
         let text = r.str()?;
         let pattern = r.str()?;
-        let tag = r.u8()?;
+        let kind = r.u8()?;
         let count = r.u32()?;
-        if count > r.bytes.len() / 4 {
-            return Err("a literal count is larger than the file");
-        }
-        let mut words = Vec::with_capacity(count);
+        let start = r.bytes;
         for _ in 0..count {
-            words.push(r.str()?);
+            r.str()?;
         }
-        let shortcut = match tag {
-            EXACT => Shortcut::Exact(words),
-            PREFIXES => Shortcut::Prefixes(words),
-            NO_SHORTCUT if words.is_empty() => Shortcut::None,
-            _ => return Err("a rule has an unknown prefilter"),
-        };
+        let literals = &start[..start.len() - r.bytes.len()];
+        if !matches!(kind, EXACT | PREFIXES | NO_SHORTCUT) || (kind == NO_SHORTCUT && count != 0) {
+            return Err("a rule has an unknown prefilter");
+        }
         rules.push(CompiledRule {
             text,
             line,
-            shortcut,
             pattern,
+            kind,
+            literals,
         });
     }
     if !r.bytes.is_empty() {
@@ -284,7 +309,7 @@ mod tests {
     fn round_trip_keeps_every_rule_in_order() {
         let bytes = compile(RULES).unwrap();
         let got = decode(&bytes).unwrap();
-        let lines: Vec<(usize, &str)> = got.iter().map(|r| (r.line, r.text.as_str())).collect();
+        let lines: Vec<(usize, &str)> = got.iter().map(|r| (r.line, r.text)).collect();
         assert_eq!(
             lines,
             vec![
@@ -295,11 +320,18 @@ mod tests {
             ]
         );
         for (c, r) in got.iter().zip(rules::env_rules(RULES)) {
-            let t = r.translated.unwrap();
-            assert_eq!(
-                (&c.shortcut, c.pattern.as_str()),
-                (&t.shortcut, &*t.pattern())
-            );
+            assert_eq!(c.pattern, r.translated.as_ref().unwrap().pattern());
+            for req in [
+                "ls",
+                "svc start",
+                "svc stop ",
+                "ab x",
+                "uptime -p",
+                "w",
+                "x",
+            ] {
+                assert_eq!(c.prefilter(req), r.prefilter(req), "{} {req:?}", c.text);
+            }
         }
         assert_eq!(decode(&compile("").unwrap()).unwrap(), vec![]);
     }
