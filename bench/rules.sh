@@ -12,7 +12,9 @@
 #             and translated per request (the path before the snapshot
 #             existed), at 1 and 1,000 rules
 # The request matches only the LAST rule (first-match worst case); rules
-# are bench/broker.sh's mix. Ratios are of medians (and of minimums).
+# are bench/broker.sh's mix. Ratios are of medians, of minimums and of
+# CPU time (user + system, which the load of a shared machine inflates
+# least).
 #
 # Usage: bench/rules.sh   (root; needs hyperfine, sshd, ssh-keygen)
 #        BENCH_RUNS=N (default 300) runs per command. Bounded: ~1 minute.
@@ -81,15 +83,18 @@ hyperfine -N --warmup 20 --runs "$runs" --export-csv "$work/r.csv" --style none 
   "/bin/true $req" \
   "$(w 1 runtime)" "$(w 10 runtime)" "$(w 100 runtime)" "$(w 1000 runtime)" \
   "$(w 1 parsed)" "$(w 1000 parsed)" >/dev/null 2>&1
-echo "median of $runs runs each (ms); ratios of medians, and of minimums (min)"
+echo "$runs runs each (ms): wall-clock median and minimum, CPU time (user + system, mean);"
+echo "ratios to the same path at 1 rule"
 awk -F, '
-  NR > 1 { m[NR - 1] = $4 * 1000; lo[NR - 1] = $7 * 1000 }
+  NR > 1 { m[NR - 1] = $4 * 1000; lo[NR - 1] = $7 * 1000; cpu[NR - 1] = ($5 + $6) * 1000 }
+  function row(name, i, base) {
+    printf "%-22s %8.3f %8.3f %8.3f %9.3fx %8.3fx %8.3fx\n", name, m[i], lo[i], cpu[i], m[i] / m[base], lo[i] / lo[base], cpu[i] / cpu[base]
+  }
   END {
     split("1 10 100 1000", n, " ")
-    printf "%-22s %8s %8s %10s %8s\n", "", "median", "min", "vs 1 rule", "(min)"
-    printf "%-22s %8.3f %8.3f\n", "floor (/bin/true)", m[1], lo[1]
-    for (i = 1; i <= 4; i++)
-      printf "%-22s %8.3f %8.3f %9.3fx %7.3fx\n", "compiled, " n[i] " rules", m[i + 1], lo[i + 1], m[i + 1] / m[2], lo[i + 1] / lo[2]
-    printf "%-22s %8.3f %8.3f %9.3fx %7.3fx\n", "parsed, 1 rule", m[6], lo[6], m[6] / m[6], lo[6] / lo[6]
-    printf "%-22s %8.3f %8.3f %9.3fx %7.3fx\n", "parsed, 1000 rules", m[7], lo[7], m[7] / m[6], lo[7] / lo[6]
+    printf "%-22s %8s %8s %8s %10s %9s %9s\n", "", "median", "min", "cpu", "median", "min", "cpu"
+    printf "%-22s %8.3f %8.3f %8.3f\n", "floor (/bin/true)", m[1], lo[1], cpu[1]
+    for (i = 1; i <= 4; i++) row("compiled, " n[i] " rules", i + 1, 2)
+    row("parsed, 1 rule", 6, 6)
+    row("parsed, 1000 rules", 7, 6)
   }' "$work/r.csv"
