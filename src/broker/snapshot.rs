@@ -8,10 +8,11 @@
 
 use super::ere::Shortcut;
 use super::rules::{self, Decidable, Prefilter, Source};
+use crate::checked::OpenError;
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Read as _;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The snapshot's name, in the runtime file's directory.
@@ -114,15 +115,14 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>, SnapshotError> {
         path: path.to_owned(),
         problem,
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| err(e.to_string()))?;
+    let file = crate::checked::open_regular(path, false).map_err(|e| {
+        err(match e {
+            OpenError::Symlink => "it is a symlink".into(),
+            OpenError::Open(e) | OpenError::Stat(e) => e.to_string(),
+            OpenError::NotRegular(what) => format!("it is {what}, not a regular file"),
+        })
+    })?;
     let meta = file.metadata().map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(err("not a regular file".into()));
-    }
     if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
         return Err(err(format!(
             "owned by uid {} with mode {:o}, not root's alone",
