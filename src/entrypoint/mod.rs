@@ -120,11 +120,18 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
 
     align_docker_group(&p.docker_socket, &p.group_file)?;
 
+    let rules_snapshot = write_rules_snapshot(&s, &p.runtime_file)?;
     let pty = matches!(s.mode, Mode::Force { .. });
     let runtime = Runtime {
         user: SESSION_USER.to_owned(),
         mode: s.mode.clone(),
-        allowed_commands: s.allowed_commands.clone(),
+        // The snapshot holds the rules; the runtime file, read by every
+        // request, does not carry them twice.
+        allowed_commands: if rules_snapshot.is_some() {
+            String::new()
+        } else {
+            s.allowed_commands.clone()
+        },
         allowed_commands_file: p.allowed_commands_file.clone(),
         command_prefix: s.command_prefix.clone(),
         command_lock: s.command_lock,
@@ -132,6 +139,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         authorized_keys_dir: s.keys_dir.clone(),
         merged_keys_file: p.merged_keys_file.clone(),
         pty,
+        rules_snapshot,
     };
     let json = serde_json::to_vec_pretty(&runtime)
         .map_err(|e| BootError::Failed(format!("cannot encode the runtime file: {e}")))?;
@@ -175,6 +183,20 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         .arg(&p.sshd_config)
         .exec();
     Err(BootError::io(format!("exec {}", sshd.display()), err))
+}
+
+/// Broker mode: `ALLOWED_COMMANDS` (validated already) compiled once into a
+/// root-owned file next to the runtime file, written before the runtime
+/// file that names it, so no request sees one without the other.
+fn write_rules_snapshot(s: &Settings, runtime_file: &Path) -> Result<Option<PathBuf>, BootError> {
+    if !matches!(s.mode, Mode::Broker) {
+        return Ok(None);
+    }
+    let path = crate::broker::snapshot::path_for(runtime_file);
+    let bytes = crate::broker::snapshot::compile(&s.allowed_commands).map_err(BootError::Failed)?;
+    files::write_root_file(&path, &bytes, 0o644)
+        .map_err(|e| BootError::io(format!("write {}", path.display()), e))?;
+    Ok(Some(path))
 }
 
 /// The key index's socket directory, next to the runtime file: owned by

@@ -13,4 +13,5 @@ mod force;
 mod hardening;
 mod lock;
 mod one_uid;
+mod rules_snapshot;
 mod wrapper;
