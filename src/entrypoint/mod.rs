@@ -5,6 +5,7 @@
 
 mod docker_group;
 mod files;
+pub(crate) use files::ensure_root_dir;
 mod hostkeys;
 mod settings;
 mod sshd_config;

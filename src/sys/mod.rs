@@ -5,3 +5,4 @@ pub(crate) mod fd;
 pub(crate) mod inotify;
 pub(crate) mod privilege;
 pub(crate) mod process_group;
+pub(crate) mod socket;
