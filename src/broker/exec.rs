@@ -70,7 +70,12 @@ pub(crate) fn exec(argv: &[String]) -> ExecError {
         };
     };
     let e = crate::config::session_command(program).args(args).exec();
-    let program = program.clone();
+    classify(program, &e)
+}
+
+/// The exec error for `e`, a failure to execute `program`.
+pub(crate) fn classify(program: &str, e: &std::io::Error) -> ExecError {
+    let program = program.to_owned();
     match e.kind() {
         std::io::ErrorKind::NotFound => ExecError::NotFound { program },
         std::io::ErrorKind::PermissionDenied => ExecError::NotExecutable {

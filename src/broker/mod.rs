@@ -114,6 +114,60 @@ fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
     })
 }
 
+/// The broker's answer for a runner that starts the command itself.
+pub(crate) enum Verdict {
+    Allow {
+        argv: Vec<String>,
+        rule: String,
+        source: String,
+    },
+    Deny {
+        reason: String,
+    },
+}
+
+/// Decides like [`run`] and writes the same `[broker] ALLOW`/`DENY` line,
+/// but hands back the argv instead of executing it.
+pub(crate) fn judge(cfg: &BrokerConfig, request: &str) -> Verdict {
+    let loaded = load(cfg);
+    log_problems(&loaded);
+    let refuse = |reason: DenyReason| {
+        let _ = deny(request, reason);
+        Verdict::Deny {
+            reason: reason.to_string(),
+        }
+    };
+    let prefix = match prefix_words(&cfg.command_prefix) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("[broker] {e}");
+            return refuse(DenyReason::BadPrefix);
+        }
+    };
+    let i = match decide(cfg, &loaded, request) {
+        Ok(i) => i,
+        Err(reason) => return refuse(reason),
+    };
+    let argv = exec::argv(&prefix, request);
+    if argv.is_empty() {
+        return refuse(DenyReason::Empty);
+    }
+    eprintln!("[broker] ALLOW: {}", shown(request));
+    let rule = &loaded.rules[i];
+    Verdict::Allow {
+        argv,
+        rule: rule.text.clone(),
+        source: rule.source.to_string(),
+    }
+}
+
+/// How a failed spawn of an allowed argv is reported: the same message
+/// and exit code as a failed exec.
+pub(crate) fn spawn_failure(program: &str, e: &std::io::Error) -> (String, u8) {
+    let err = exec::classify(program, e);
+    (err.to_string(), err.exit_code())
+}
+
 /// Decides and, when allowed, execs (does not return). Otherwise returns
 /// 126 (denied) or 127 (program not found) after the audit line.
 pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {

@@ -69,6 +69,10 @@ pub(super) struct Settings {
     pub(super) keys_host: PathBuf,
     pub(super) keys_repo: PathBuf,
     pub(super) credentials: Option<Credentials>,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub(super) log_format: crate::monitor::Format,
+    /// `METRICS_PORT`: unset, no metrics.
+    pub(super) metrics_port: Option<u16>,
     /// Problems worth a line in the log that do not stop the boot.
     pub(super) warnings: Vec<String>,
 }
@@ -274,10 +278,36 @@ impl Settings {
             ));
         }
 
+        let log_format = match env.get("LOG_FORMAT") {
+            None => crate::monitor::Format::Text,
+            Some(v) => crate::monitor::Format::parse(v.trim()).unwrap_or_else(|| {
+                env.errors.push(ConfigError::new(
+                    "LOG_FORMAT",
+                    Some(&v),
+                    "is not a log format",
+                    "use text (the default) or json",
+                ));
+                crate::monitor::Format::Text
+            }),
+        };
+        let metrics_port = env.get("METRICS_PORT").map(|_| env.port("METRICS_PORT", 0));
+        if let Some(m) = metrics_port.filter(|&m| m != 0) {
+            if m == ssh_port || (credentials.is_some() && m == http_port) {
+                env.errors.push(ConfigError::new(
+                    "METRICS_PORT",
+                    Some(&m.to_string()),
+                    "is the same as SSH_PORT or HTTP_PORT",
+                    "give the metrics their own port",
+                ));
+            }
+        }
+
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Settings {
+            log_format,
+            metrics_port,
             paths,
             mode,
             allowed_commands,

@@ -149,14 +149,11 @@ async fn connection(stream: UnixStream, shared: Shared) {
     let mut ended = false;
     loop {
         let mut line = Vec::new();
-        let n = match (&mut r)
+        let n = (&mut r)
             .take(MAX_MESSAGE as u64)
             .read_until(b'\n', &mut line)
             .await
-        {
-            Ok(n) => n,
-            Err(_) => 0,
-        };
+            .unwrap_or_default();
         if n == 0 || !line.ends_with(b"\n") {
             break;
         }

@@ -124,9 +124,16 @@ fn run(args: Args) -> Result<(), String> {
     let socket = socket_path(&args.runtime);
     let listener = bind_events(&socket)?;
 
+    // sshd gone (its log closed by every process that held it), or the
+    // entrypoint that became sshd gone: the container is ending.
+    let sshd_gone = Arc::new(tokio::sync::Notify::new());
     if let Some(fd) = sshd_log {
-        let (s, out) = (shared.clone(), shared.out.clone());
-        std::thread::spawn(move || relay::run(fd, s, out, format));
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+        let (s, out, gone) = (shared.clone(), shared.out.clone(), sshd_gone.clone());
+        std::thread::spawn(move || {
+            relay::run(fd, s, out, format);
+            gone.notify_one();
+        });
     }
 
     let tokio_rt = tokio::runtime::Builder::new_current_thread()
@@ -168,8 +175,11 @@ fn run(args: Args) -> Result<(), String> {
             socket.display(),
             format.name()
         ));
-        let signal = wait_for_stop_signal().await;
-        shared.note(&format!("{signal}: stopping"));
+        let why = tokio::select! {
+            s = wait_for_stop_signal() => s,
+            _ = sshd_gone.notified() => "sshd is gone",
+        };
+        shared.note(&format!("{why}: stopping"));
         let _ = stop.send(true);
         if let Some(k) = keeping {
             let _ = k.await;

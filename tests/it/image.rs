@@ -356,7 +356,7 @@ fn drift_in_any_fact_is_reported() {
         ("groupadd -g \"${SSH_GID}\" agent", "groupadd -g 0 agent"),
         ("install -d -m 0700", "install -d -m 0755"),
         (" /run/bastion \\", " \\"),
-        (" bin/bastion-keys /usr/local/bin/", " /usr/local/bin/"),
+        (" bin/bastion-monitor /usr/local/bin/", " /usr/local/bin/"),
         ("chmod 0755 /usr/local/bin", "chmod 0775 /usr/local/bin"),
         ("chmod go-w / /etc /usr", "chmod go-w /etc /usr"),
         ("COPY rootfs/ /", "COPY rootfs/ /srv/"),
