@@ -93,7 +93,9 @@ pub fn main() -> ExitCode {
     };
     let mut err = std::io::stderr().lock();
     for l in &answer.log {
-        let _ = writeln!(err, "bastion-keys: {l}");
+        // One write per line: sshd's stderr keeps write boundaries, and the
+        // monitor reads only whole records (see `monitor::relay`).
+        let _ = err.write_all(format!("bastion-keys: {l}\n").as_bytes());
     }
     let mut out = std::io::stdout().lock();
     if out

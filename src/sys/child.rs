@@ -71,6 +71,25 @@ pub(crate) fn wait(sfd: &SignalFd, watch: &[RawFd], timeout: Duration) -> io::Re
     Ok(woken)
 }
 
+/// Makes the child of `cmd` start with an empty signal mask: the runner
+/// blocks the signals it takes as data, and a blocked mask is inherited
+/// across exec on every spawn path.
+pub(crate) fn unblock_signals_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: sigemptyset and sigprocmask are async-signal-safe and the
+    // set lives on the child's stack; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Whether `fd` is a terminal whose foreground process group is ours.
 pub(crate) fn owns_foreground(fd: RawFd) -> bool {
     // SAFETY: isatty, tcgetpgrp and getpgrp only read process state.

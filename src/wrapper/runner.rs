@@ -54,6 +54,7 @@ const TAKEN: [Signal; 10] = [
 pub(crate) fn run(mut cmd: Command, own_group: bool) -> std::io::Result<Status> {
     let sfd = child::take_signals(&TAKEN)?;
     let terminal = own_group && child::owns_foreground(0);
+    child::unblock_signals_in_child(&mut cmd);
     if own_group {
         child::own_group(&mut cmd, terminal);
     }
