@@ -69,10 +69,11 @@ RUN chown root:root /usr/local/bin/bastion-* \
 
 EXPOSE 22 8080
 
-# Healthy while sshd listens on SSH_PORT and, when HTTP credentials are set,
-# the HTTP listener on HTTP_PORT: read from /proc/net/tcp{,6}, so a check
-# neither opens a connection nor writes a line to the logs.
+# Healthy while sshd listens on SSH_PORT (read from /proc/net/tcp{,6}: no
+# connection, no log line) and, when HTTP credentials are set, the real HTTP
+# listener answers GET /healthz (the monitor holds the port, so nothing else
+# can answer there; the X-Bastion-Healthcheck header keeps it out of the log).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["/bin/bash", "-c", "up() { grep -qE \"^ *[0-9]+: [0-9A-F]+:$(printf '%04X' \"$1\") [0-9A-F]+:[0-9A-F]+ 0A \" /proc/net/tcp /proc/net/tcp6; } && up \"${SSH_PORT:-22}\" && { [ -z \"${HTTP_BASIC_AUTH}${HTTP_TOKEN}${HTTP_BASIC_AUTH_FILE}${HTTP_TOKEN_FILE}\" ] || up \"${HTTP_PORT:-8080}\"; }"]
+  CMD ["/bin/bash", "-c", "up() { grep -qE \"^ *[0-9]+: [0-9A-F]+:$(printf '%04X' \"$1\") [0-9A-F]+:[0-9A-F]+ 0A \" /proc/net/tcp /proc/net/tcp6; } && up \"${SSH_PORT:-22}\" && { [ -z \"${HTTP_BASIC_AUTH}${HTTP_TOKEN}${HTTP_BASIC_AUTH_FILE}${HTTP_TOKEN_FILE}\" ] || { exec 3<>\"/dev/tcp/127.0.0.1/${HTTP_PORT:-8080}\" && printf 'GET /healthz HTTP/1.1\\r\\nHost: healthcheck\\r\\nX-Bastion-Healthcheck: 1\\r\\nConnection: close\\r\\n\\r\\n' >&3 && IFS= read -r -t 4 status <&3 && [[ \"$status\" == \"HTTP/1.1 200 \"* ]]; }; }"]
 
 ENTRYPOINT ["/sbin/tini", "-g", "--", "/usr/local/bin/bastion-entrypoint"]
