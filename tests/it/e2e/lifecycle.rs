@@ -351,7 +351,8 @@ fn a_killed_http_listener_comes_back_and_health_checks_are_quiet() {
     // line; only this test's own unmarked requests are logged.
     let logged = || bastion.logs().matches("path=/healthz").count();
     let before = logged();
-    let checks = || bastion.inspect("{{len .State.Health.Log}}{{range .State.Health.Log}}{{.Start}}{{end}}");
+    let checks =
+        || bastion.inspect("{{len .State.Health.Log}}{{range .State.Health.Log}}{{.Start}}{{end}}");
     let seen = checks();
     assert!(
         eventually(Duration::from_secs(30), || checks() != seen),
