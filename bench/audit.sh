@@ -95,7 +95,7 @@ import json, sys
 rt = json.load(open(sys.argv[1])); rt.pop("monitor_socket", None)
 json.dump(rt, open(sys.argv[2], "w"))
 PY
-env -i HTTP_TOKEN="$TOKEN" "$BIN/bastion-cgi" --runtime "$RT_PLAIN" --listen 127.0.0.1 --port "$P_PLAIN" 2>"$T/plain.log" &
+env -i HTTP_TOKEN="$TOKEN" "$BIN/bastion-cgi" --runtime "$RT_PLAIN" --listen 127.0.0.1 --port "$P_PLAIN" >"$T/plain.log" 2>&1 &
 PIDS+=($!)
 wait_port "$P_PLAIN"
 for round in 1 2; do

@@ -18,7 +18,7 @@ mod relay;
 pub(crate) use event::Format;
 
 use crate::config::{Runtime, RUNTIME_FILE};
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
 use clap::Parser;
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
@@ -75,18 +75,12 @@ pub(crate) struct Shared {
 }
 
 pub fn main() -> ExitCode {
-    crate::sys::fd::cloexec_inherited();
-    let args = match exit::parse_args::<Args>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    match run(args) {
-        Ok(()) => exit::code(exit::OK),
-        Err(e) => {
-            eprintln!("bastion-monitor: {e}");
-            exit::code(exit::FAILURE)
-        }
-    }
+    exit::main(Tool::Monitor, || {
+        crate::sys::fd::cloexec_inherited().map_err(Failure::descriptors)?;
+        let args = exit::parse_args::<Args>()?;
+        run(args).map_err(Failure::os)?;
+        Ok(exit::code(exit::OK))
+    })
 }
 
 fn run(args: Args) -> Result<(), String> {

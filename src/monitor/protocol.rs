@@ -78,7 +78,7 @@ impl Client {
     /// write is bounded by a timeout. The socket is close-on-exec, so a
     /// command never holds the session's connection.
     pub(crate) fn connect(path: &Path) -> std::io::Result<Client> {
-        let s = crate::sys::inotify::connect_unix_nonblocking(path)?;
+        let s = crate::sys::unix_connect::connect_unix_nonblocking(path)?;
         s.set_nonblocking(false)?;
         s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
         s.set_write_timeout(Some(CLIENT_TIMEOUT))?;

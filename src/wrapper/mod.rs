@@ -1,23 +1,22 @@
 //! `bastion-wrapper` (SPEC 5, 11), sshd's ForceCommand and the HTTP
 //! runner: asks the monitor who the session is, takes the per-container
 //! lock, then runs FORCE_COMMAND through `/bin/sh -c` or the broker's
-//! allowed argv as its child (see `runner`), reports the decision and the
-//! end to the monitor, and exits with the command's status. It never gives
-//! the client's request to a shell, and never lets it reach the forced
-//! command's environment.
-
-mod runner;
+//! allowed argv as its child (`session::ParentRunner`), reports the
+//! decision and the end to the monitor, and exits with the command's
+//! status. It never gives the client's request to a shell, and never lets
+//! it reach the forced command's environment.
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE};
-use crate::exit;
-use crate::lock::{self, Acquired};
+use crate::exit::{self, Failure, Tool};
+use crate::lock::{self, Acquired, LockGuard};
 use crate::monitor::protocol::{Client, Msg};
+use crate::session::{self, ParentRunner, Runner, SessionEnv, Status};
 use clap::Parser;
-use runner::Status;
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 /// What a client sees when another run holds the lock (stdout, exit 0): the
 /// shell version's exact line, so retrying clients keep working.
@@ -53,82 +52,56 @@ impl Session {
         }
     }
 
-    /// Reports the end and waits for the monitor to have logged it.
+    /// Reports the end and waits until the monitor has logged it.
     fn end(&mut self, exit: String) {
         if let Some(c) = &mut self.monitor {
             let _ = c.ask(&Msg::End { exit });
         }
     }
+
+    /// The command's environment: SPEC 4's list plus who the session is.
+    fn env(&self) -> SessionEnv {
+        SessionEnv::from_process()
+            .with("BASTION_IDENTITY", &self.identity)
+            .with("BASTION_SESSION_ID", &self.id)
+    }
 }
 
 pub fn main() -> ExitCode {
-    crate::sys::fd::cloexec_inherited();
-    let args = match exit::parse_args::<Args>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+    exit::main(Tool::Wrapper, run)
+}
+
+fn run() -> Result<ExitCode, Failure> {
+    crate::sys::fd::cloexec_inherited().map_err(Failure::descriptors)?;
+    let args = exit::parse_args::<Args>()?;
     // Another process of the session user must not trace it or read its
     // memory: it holds the session's monitor connection.
-    if let Err(e) = crate::sys::privilege::set_non_dumpable() {
-        eprintln!("bastion-wrapper: {e}");
-        return exit::code(exit::FAILURE);
-    }
-    let rt = match Runtime::load(&args.runtime) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bastion-wrapper: {e}");
-            return exit::code(exit::FAILURE);
-        }
-    };
+    crate::sys::privilege::set_non_dumpable().map_err(Failure::os)?;
+    let rt = Runtime::load(&args.runtime)?;
     let request = std::env::var_os("SSH_ORIGINAL_COMMAND");
-    let mut session = match open_session(&rt, request.as_ref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("bastion-wrapper: {e}");
-            return exit::code(exit::FAILURE);
-        }
-    };
+    let mut session = open_session(&rt, request.as_ref()).map_err(Failure::os)?;
     let guard = match lock::acquire(&rt.lock_file, rt.command_lock) {
         Ok(Acquired::Held(guard)) => guard,
         Ok(Acquired::Busy) => {
             session.report(&Msg::Busy);
             println!("{BUSY_LINE}");
             session.end("0".into());
-            return exit::code(exit::OK);
+            return Ok(exit::code(exit::OK));
         }
         Err(e) => {
-            eprintln!("bastion-wrapper: {e}");
             session.end(exit::FAILURE.to_string());
-            return exit::code(exit::FAILURE);
+            return Err(Failure::os(e));
         }
     };
-    let outcome = match &rt.mode {
+    let session = RefCell::new(session);
+    let code = match &rt.mode {
         Mode::Force { command } => {
-            let mut cmd = command_for(&session, "/bin/sh");
-            cmd.arg("-c").arg(command);
-            start(cmd, "/bin/sh", false)
+            let cmd = session::Command::shell(command, session.borrow().env());
+            start(&session, cmd, guard, Tool::Wrapper)
         }
-        Mode::Broker => broker(&rt, request, &mut session),
+        Mode::Broker => run_broker(&rt, request, guard, &session),
     };
-    // The command inherited the lock descriptor (see `lock::acquire`);
-    // this copy goes now, the command's when its last process exits.
-    drop(guard);
-    match outcome {
-        Ok(status) => {
-            session.end(status.audit());
-            match status {
-                Status::Code(c) => exit::code(u8::try_from(c).unwrap_or(exit::FAILURE)),
-                Status::Signal(n) => {
-                    crate::sys::child::die_of(n);
-                    exit::code(128u8.saturating_add(n as u8))
-                }
-            }
-        }
-        Err(code) => {
-            session.end(code.to_string());
-            exit::code(code)
-        }
-    }
+    Ok(code)
 }
 
 /// Asks the monitor for the session id and identity. Without a monitor
@@ -139,7 +112,7 @@ fn open_session(rt: &Runtime, request: Option<&OsString>) -> Result<Session, Str
     let tty = crate::sys::child::owns_foreground(0) || std::env::var_os("SSH_TTY").is_some();
     let Some(path) = &rt.monitor_socket else {
         return Ok(Session {
-            id: random_id(),
+            id: random_id()?,
             identity: "unknown".into(),
             monitor: None,
         });
@@ -147,7 +120,7 @@ fn open_session(rt: &Runtime, request: Option<&OsString>) -> Result<Session, Str
     let refused = |e: String| {
         format!(
             "the bastion's monitor at {} cannot log this session ({e}); nothing was run",
-            path.display()
+            crate::audit::escape_path(path)
         )
     };
     let mut client = Client::connect(path).map_err(|e| refused(e.to_string()))?;
@@ -182,91 +155,82 @@ fn open_session(rt: &Runtime, request: Option<&OsString>) -> Result<Session, Str
     }
 }
 
-/// The command's explicit environment (SPEC 4's list) plus who the
-/// session is.
-fn command_for(session: &Session, program: &str) -> Command {
-    let mut cmd = crate::config::session_command(program);
-    cmd.env("BASTION_IDENTITY", &session.identity)
-        .env("BASTION_SESSION_ID", &session.id);
-    cmd
-}
-
-/// Runs `cmd` under the parent runner. An HTTP command stays in the
-/// wrapper's process group, which the listener kills when its client is
-/// gone; an SSH command gets a group of its own. Errors are exit codes,
-/// the message already written.
-fn start(cmd: Command, program: &str, broker: bool) -> Result<Status, u8> {
-    let own_group = std::env::var_os("BASTION_HTTP_CLIENT").is_none();
-    runner::run(cmd, own_group).map_err(|e| {
-        if broker {
-            let (msg, code) = crate::broker::spawn_failure(program, &e);
-            eprintln!("{msg}");
-            code
-        } else {
-            eprintln!("bastion-wrapper: cannot run {program}: {e}");
-            if e.kind() == std::io::ErrorKind::NotFound {
-                exit::NOT_FOUND
-            } else {
-                exit::FAILURE
-            }
+/// Runs `cmd` under the parent runner and reports its end. An HTTP
+/// command stays in the wrapper's process group, which the listener
+/// signals when its client is gone; an SSH command gets a group of its own.
+fn start(
+    session: &RefCell<Session>,
+    cmd: session::Command,
+    guard: LockGuard,
+    tool: Tool,
+) -> ExitCode {
+    let runner = ParentRunner {
+        own_group: std::env::var_os("BASTION_HTTP_CLIENT").is_none(),
+        ended: |s: Status| session.borrow_mut().end(s.audit()),
+    };
+    match runner.run(cmd, Some(guard)) {
+        Ok(code) => code,
+        Err(e) => {
+            tool.say(&e);
+            session.borrow_mut().end(e.exit_code().to_string());
+            exit::code(e.exit_code())
         }
-    })
+    }
 }
 
 /// The broker's decision, reported; on allow, the argv run without a shell.
-fn broker(rt: &Runtime, request: Option<OsString>, session: &mut Session) -> Result<Status, u8> {
+fn run_broker(
+    rt: &Runtime,
+    request: Option<OsString>,
+    guard: LockGuard,
+    session: &RefCell<Session>,
+) -> ExitCode {
+    let deny = |request: &[u8], reason: String| {
+        let mut s = session.borrow_mut();
+        s.report(&Msg::Decision {
+            allow: false,
+            request: String::from_utf8_lossy(request).into_owned(),
+            rule: None,
+            source: None,
+            reason: Some(reason),
+        });
+        s.end(exit::DENIED.to_string());
+    };
     let request = match request.map(OsString::into_string) {
         None => String::new(),
         Some(Ok(s)) => s,
         Some(Err(raw)) => {
-            // grep in a UTF-8 locale matches no rule against invalid UTF-8.
-            let shown = crate::audit::escape_bytes(raw.as_bytes());
-            eprintln!("[broker] DENY: {shown}");
-            session.report(&Msg::Decision {
-                allow: false,
-                request: String::from_utf8_lossy(raw.as_bytes()).into_owned(),
-                rule: None,
-                source: None,
-                reason: Some("not valid UTF-8".into()),
-            });
-            return Err(exit::DENIED);
+            let code = crate::broker::deny_bytes(raw.as_bytes(), crate::broker::NOT_UTF8.into());
+            deny(raw.as_bytes(), crate::broker::NOT_UTF8.into());
+            return code;
         }
     };
     let cfg = crate::broker::BrokerConfig::from_runtime(rt);
     match crate::broker::judge(&cfg, &request) {
         crate::broker::Verdict::Deny { reason } => {
-            session.report(&Msg::Decision {
-                allow: false,
-                request,
-                rule: None,
-                source: None,
-                reason: Some(reason),
-            });
-            Err(exit::DENIED)
+            deny(request.as_bytes(), reason);
+            exit::code(exit::DENIED)
         }
         crate::broker::Verdict::Allow { argv, rule, source } => {
-            session.report(&Msg::Decision {
+            session.borrow_mut().report(&Msg::Decision {
                 allow: true,
                 request,
                 rule: Some(rule),
                 source: Some(source),
                 reason: None,
             });
-            let (program, args) = argv
-                .split_first()
-                .expect("judge never allows an empty argv");
-            let mut cmd = command_for(session, program);
-            cmd.args(args);
-            start(cmd, program, true)
+            let cmd = session::Command::argv(argv, session.borrow().env());
+            start(session, cmd, guard, Tool::Broker)
         }
     }
 }
 
 /// 16 lowercase hex characters from the kernel's random source (a
 /// session without a monitor still gets an id of the same form).
-fn random_id() -> String {
+fn random_id() -> Result<String, String> {
     let mut b = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .map_err(|e| format!("no random session id: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }

@@ -6,10 +6,12 @@
 //! gets SIGTERM, then SIGKILL after a short grace, so nothing of it is
 //! left holding the lock.
 
+use super::{Command as SessionCommand, ExecError, Runner};
+use crate::lock::LockGuard;
 use crate::sys::child;
 use nix::sys::signal::Signal;
 use std::os::unix::process::ExitStatusExt as _;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 /// Between SIGTERM and SIGKILL when the client is gone.
@@ -48,10 +50,55 @@ const TAKEN: [Signal; 10] = [
     Signal::SIGTTIN,
 ];
 
+impl Status {
+    /// Exits like the command: its code, or death by the same signal (core
+    /// dumps off), so sshd reports the same exit-status or exit-signal.
+    pub(crate) fn exit(self) -> ExitCode {
+        match self {
+            Status::Code(c) => crate::exit::code(u8::try_from(c).unwrap_or(crate::exit::FAILURE)),
+            Status::Signal(n) => {
+                child::die_of(n);
+                crate::exit::code(128u8.saturating_add(n as u8))
+            }
+        }
+    }
+}
+
+/// The parent runner: spawns the command, stays its parent, and calls
+/// `ended` with its status before returning the exit code to die with.
+/// With `own_group` (SSH) the command leads a process group of its own,
+/// the one a vanished client's teardown signals; without (HTTP) it stays
+/// in the wrapper's group, which the listener signals itself.
+pub(crate) struct ParentRunner<F: FnOnce(Status)> {
+    pub(crate) own_group: bool,
+    pub(crate) ended: F,
+}
+
+impl<F: FnOnce(Status)> Runner for ParentRunner<F> {
+    fn run(self, cmd: SessionCommand, lock: Option<LockGuard>) -> Result<ExitCode, ExecError> {
+        let Some((program, args)) = cmd.argv.split_first() else {
+            return Err(ExecError::Other {
+                program: String::new(),
+                problem: "empty command".into(),
+            });
+        };
+        let mut c = cmd.env.command(program);
+        c.args(args);
+        let status = run(c, self.own_group)
+            .map_err(|e| ExecError::from_io(program.to_string_lossy().into_owned(), &e));
+        // The command inherited the lock descriptor (see `lock::acquire`):
+        // the tree keeps it held; this copy goes now.
+        drop(lock);
+        let status = status?;
+        (self.ended)(status);
+        Ok(status.exit())
+    }
+}
+
 /// Spawns `cmd` (in a process group of its own with `own_group`, holding
 /// the terminal's foreground when the runner held it) and waits for it.
 /// Errors: the command could not be started.
-pub(crate) fn run(mut cmd: Command, own_group: bool) -> std::io::Result<Status> {
+fn run(mut cmd: Command, own_group: bool) -> std::io::Result<Status> {
     let sfd = child::take_signals(&TAKEN)?;
     let terminal = own_group && child::owns_foreground(0);
     child::unblock_signals_in_child(&mut cmd);
