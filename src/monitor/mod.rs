@@ -219,9 +219,8 @@ fn bind_events(socket: &Path) -> Result<std::os::unix::net::UnixListener, String
 }
 
 fn sibling(name: &str) -> Result<PathBuf, String> {
-    let p = std::env::current_exe()
-        .map_err(|e| format!("cannot find my own executable: {e}"))?
-        .with_file_name(name);
+    let p =
+        crate::sibling::sibling(name).map_err(|e| format!("cannot find my own executable: {e}"))?;
     if p.is_file() {
         Ok(p)
     } else {

@@ -6,6 +6,7 @@
 
 mod docker;
 
+mod audit;
 mod broker;
 mod force_command;
 mod keys;
