@@ -211,6 +211,10 @@ fn run_broker(
             deny(request.as_bytes(), reason);
             exit::code(exit::DENIED)
         }
+        crate::broker::Verdict::Unusable => {
+            session.borrow_mut().end(exit::CONFIG.to_string());
+            exit::code(exit::CONFIG)
+        }
         crate::broker::Verdict::Allow { argv, rule, source } => {
             session.borrow_mut().report(&Msg::Decision {
                 allow: true,

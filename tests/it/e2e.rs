@@ -8,6 +8,7 @@ mod docker;
 
 mod audit;
 mod broker;
+mod crypto;
 mod force_command;
 mod keys;
 mod lifecycle;
