@@ -205,6 +205,70 @@ pub(crate) fn allowed_argv(cfg: &BrokerConfig, request: &str) -> Result<Vec<Stri
     Ok(argv)
 }
 
+/// The broker's answer for a runner that reports the decision itself.
+pub(crate) enum Verdict {
+    Allow {
+        argv: Vec<String>,
+        rule: String,
+        source: String,
+    },
+    Deny {
+        reason: String,
+    },
+    /// The boot-compiled rules cannot be used (said already): exit 78.
+    Unusable,
+}
+
+/// Decides like [`run`] and writes the same `[broker] ALLOW`/`DENY` line,
+/// but hands back the argv and the rule that allowed it instead of running it.
+pub(crate) fn judge(cfg: &BrokerConfig, request: &str) -> Verdict {
+    let refuse_with = |reason: DenyReason| {
+        let reason = reason.to_string();
+        let _ = deny_bytes(request.as_bytes(), reason.clone());
+        Verdict::Deny { reason }
+    };
+    let snap = match read_snapshot(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = refuse(&e);
+            return Verdict::Unusable;
+        }
+    };
+    let loaded = match load(cfg, &snap, Some(request)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = refuse(&e);
+            return Verdict::Unusable;
+        }
+    };
+    log_problems(&loaded);
+    let prefix = match prefix_words(&cfg.command_prefix) {
+        Ok(p) => p,
+        Err(e) => {
+            Tool::Broker.say(&e);
+            return refuse_with(DenyReason::BadPrefix);
+        }
+    };
+    let allowing = match decide(cfg, &loaded, request) {
+        Ok(a) => a,
+        Err(reason) => return refuse_with(reason),
+    };
+    let argv = argv::argv(&prefix, request);
+    if argv.is_empty() {
+        return refuse_with(DenyReason::Empty);
+    }
+    let allow = Event::BrokerAllow {
+        request: request.as_bytes(),
+    };
+    eprintln!("{}", audit::render(&allow));
+    let (rule, source) = loaded.shown(allowing);
+    Verdict::Allow {
+        argv,
+        rule,
+        source: source.to_string(),
+    }
+}
+
 /// Decides, logs the audit line and, when allowed, hands the argv to
 /// `runner` (the exec runner does not return). Otherwise returns 126
 /// (denied), 127 (program not found) or 78 (the boot-compiled rules cannot
