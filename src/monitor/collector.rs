@@ -140,7 +140,7 @@ pub(crate) async fn serve(listener: UnixListener, shared: Shared) {
 }
 
 async fn connection(stream: UnixStream, shared: Shared) {
-    let Ok((pid, _uid)) = crate::sys::socket::peer_cred(&stream) else {
+    let Ok((pid, _uid)) = crate::sys::peer::peer_cred(&stream) else {
         return;
     };
     let (r, mut w) = stream.into_split();

@@ -7,6 +7,12 @@ use std::os::fd::AsRawFd;
 
 /// The uid of the process at the other end of a Unix socket.
 pub(crate) fn peer_uid(sock: &impl AsRawFd) -> io::Result<u32> {
+    peer_cred(sock).map(|(_, uid)| uid)
+}
+
+/// Pid and uid of the process at the other end of a Unix socket, as the
+/// kernel recorded them at connect time.
+pub(crate) fn peer_cred(sock: &impl AsRawFd) -> io::Result<(i32, u32)> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -27,5 +33,5 @@ pub(crate) fn peer_uid(sock: &impl AsRawFd) -> io::Result<u32> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(cred.uid)
+    Ok((cred.pid, cred.uid))
 }

@@ -162,32 +162,6 @@ pub(crate) fn adopt_listener(fd: RawFd) -> io::Result<TcpListener> {
     Ok(TcpListener::from(owned))
 }
 
-/// Pid and uid of the process at the other end of a Unix socket, as the
-/// kernel recorded them at connect time.
-pub(crate) fn peer_cred(sock: &impl AsRawFd) -> io::Result<(i32, u32)> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes passed, and
-    // SO_PEERCRED writes at most `len` bytes of a `struct ucred`.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((cred.pid, cred.uid))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
