@@ -10,6 +10,7 @@ pub mod wrapper;
 
 pub(crate) mod audit;
 pub(crate) mod config;
+pub(crate) mod container;
 pub(crate) mod exit;
 pub(crate) mod lock;
 pub(crate) mod sys;

@@ -117,6 +117,18 @@ fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
 /// Decides and, when allowed, execs (does not return). Otherwise returns
 /// 126 (denied) or 127 (program not found) after the audit line.
 pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {
+    let argv = match allowed_argv(cfg, request) {
+        Ok(argv) => argv,
+        Err(code) => return code,
+    };
+    let e = exec::exec(&argv);
+    eprintln!("{e}");
+    exit::code(e.exit_code())
+}
+
+/// The decision with its audit line: the argv to run when allowed (never
+/// empty), else the exit status of the refusal (126).
+pub(crate) fn allowed_argv(cfg: &BrokerConfig, request: &str) -> Result<Vec<String>, ExitCode> {
     let loaded = load(cfg);
     log_problems(&loaded);
     let prefix = match prefix_words(&cfg.command_prefix) {
@@ -124,20 +136,18 @@ pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {
         Err(e) => {
             // Validated at boot; only a hand-set environment gets here.
             eprintln!("[broker] {e}");
-            return deny(request, DenyReason::BadPrefix);
+            return Err(deny(request, DenyReason::BadPrefix));
         }
     };
     if let Err(reason) = decide(cfg, &loaded, request) {
-        return deny(request, reason);
+        return Err(deny(request, reason));
     }
     let argv = exec::argv(&prefix, request);
     if argv.is_empty() {
-        return deny(request, DenyReason::Empty);
+        return Err(deny(request, DenyReason::Empty));
     }
     eprintln!("[broker] ALLOW: {}", shown(request));
-    let e = exec::exec(&argv);
-    eprintln!("{e}");
-    exit::code(e.exit_code())
+    Ok(argv)
 }
 
 /// Boot-time check of `ALLOWED_COMMANDS` and `COMMAND_PREFIX`: one error per

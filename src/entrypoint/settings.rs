@@ -69,6 +69,8 @@ pub(super) struct Settings {
     pub(super) keys_host: PathBuf,
     pub(super) keys_repo: PathBuf,
     pub(super) credentials: Option<Credentials>,
+    /// Session containers (SPEC 12), checked against the engine.
+    pub(super) session: Option<crate::container::SessionRuntime>,
     /// Problems worth a line in the log that do not stop the boot.
     pub(super) warnings: Vec<String>,
 }
@@ -163,9 +165,13 @@ impl Settings {
             }
         }
 
+        let session_settings = crate::container::settings::from_env(env.errors);
         let ssh_port = env.port("SSH_PORT", 22);
         let http_port = env.port("HTTP_PORT", 8080);
         let command_lock = match env.get("COMMAND_LOCK") {
+            // Session containers share nothing: sessions run side by side,
+            // bounded by SESSION_MAX, unless a lock is asked for.
+            None if session_settings.is_some() => LockPolicy::None,
             None => LockPolicy::Exclusive,
             Some(v) => LockPolicy::parse(&v).unwrap_or_else(|problem| {
                 env.errors.push(ConfigError::new(
@@ -230,6 +236,8 @@ impl Settings {
             Mode::Broker
         } else if let Some(command) = force {
             Mode::Force { command }
+        } else if session_settings.is_some() {
+            Mode::Image
         } else {
             env.errors.push(ConfigError::new(
                 "FORCE_COMMAND",
@@ -238,7 +246,7 @@ impl Settings {
                     "no mode configured: neither FORCE_COMMAND nor ALLOWED_COMMANDS is set and {} does not exist",
                     paths.allowed_commands_file.display()
                 ),
-                "set FORCE_COMMAND for force-command mode, or ALLOWED_COMMANDS (or mount the list file) for broker mode",
+                "set FORCE_COMMAND for force-command mode, ALLOWED_COMMANDS (or mount the list file) for broker mode, or SESSION_IMAGE to run an image's own command per session",
             ));
             Mode::Broker
         };
@@ -274,10 +282,21 @@ impl Settings {
             ));
         }
 
+        // Last: these ask the engine, and report with everything else.
+        let session = session_settings.and_then(|ss| {
+            crate::container::boot::check(
+                &ss,
+                paths.run_dir.join("sessions"),
+                env.errors,
+                &mut warnings,
+            )
+        });
+
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Settings {
+            session,
             paths,
             mode,
             allowed_commands,

@@ -55,9 +55,77 @@ pub fn main() -> ExitCode {
         }
     };
     let request = std::env::var_os("SSH_ORIGINAL_COMMAND");
+    if let Some(session) = &rt.session {
+        let code = run_session(&rt, session, request);
+        drop(guard);
+        return code;
+    }
     match &rt.mode {
         Mode::Force { command } => exec_forced(command, guard),
         Mode::Broker => run_broker(&rt, request, guard),
+        Mode::Image => {
+            eprintln!("bastion-wrapper: the image-command mode needs SESSION_IMAGE");
+            exit::code(exit::FAILURE)
+        }
+    }
+}
+
+/// SPEC 12: the session runs in a fresh container; this process stays its
+/// parent runner until it ends.
+fn run_session(
+    rt: &Runtime,
+    session: &crate::container::SessionRuntime,
+    request: Option<OsString>,
+) -> ExitCode {
+    use crate::container::plan::{Payload, SessionId};
+    let payload = match &rt.mode {
+        Mode::Force { command } => Payload::Shell(command.clone()),
+        Mode::Image => Payload::ImageDefault,
+        Mode::Broker => match decode_request(request) {
+            Err(code) => return code,
+            Ok(request) => {
+                match crate::broker::allowed_argv(
+                    &crate::broker::BrokerConfig::from_runtime(rt),
+                    &request,
+                ) {
+                    Ok(argv) => Payload::Argv(argv),
+                    Err(code) => return code,
+                }
+            }
+        },
+    };
+    let id = match crate::container::new_session_id() {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("[session] cannot start: no session id: {e}");
+            return exit::code(crate::container::runner::CANNOT_START);
+        }
+    };
+    crate::container::runner::run(crate::container::runner::SessionRun {
+        rt: session,
+        session: SessionId {
+            id,
+            identity: "unknown".to_owned(),
+        },
+        payload,
+        tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
+        monitor: None,
+    })
+}
+
+/// The request as UTF-8, or the broker's refusal.
+fn decode_request(request: Option<OsString>) -> Result<String, ExitCode> {
+    match request.map(OsString::into_string) {
+        None => Ok(String::new()),
+        Some(Ok(s)) => Ok(s),
+        Some(Err(raw)) => {
+            // grep in a UTF-8 locale matches no rule against invalid UTF-8.
+            eprintln!(
+                "[broker] DENY: {}",
+                crate::audit::escape_bytes(raw.as_bytes())
+            );
+            Err(exit::code(exit::DENIED))
+        }
     }
 }
 
@@ -82,17 +150,9 @@ fn exec_forced(command: &str, guard: LockGuard) -> ExitCode {
 /// lock descriptor, so it must not close inherited descriptors) and returns
 /// 126/127 otherwise.
 fn run_broker(rt: &Runtime, request: Option<OsString>, guard: LockGuard) -> ExitCode {
-    let request = match request.map(OsString::into_string) {
-        None => String::new(),
-        Some(Ok(s)) => s,
-        Some(Err(raw)) => {
-            // grep in a UTF-8 locale matches no rule against invalid UTF-8.
-            eprintln!(
-                "[broker] DENY: {}",
-                crate::audit::escape_bytes(raw.as_bytes())
-            );
-            return exit::code(exit::DENIED);
-        }
+    let request = match decode_request(request) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     let code = crate::broker::run(&crate::broker::BrokerConfig::from_runtime(rt), &request);
     drop(guard);
