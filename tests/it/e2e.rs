@@ -11,3 +11,4 @@ mod force_command;
 mod keys;
 mod lifecycle;
 mod quickstart;
+mod session;
