@@ -83,7 +83,7 @@ fn tools_image(base: &str) -> String {
 }
 
 struct Bastion {
-    tmp: TempDir,
+    _tmp: TempDir,
     key: PathBuf,
     container: Container,
     port: u16,
@@ -106,7 +106,7 @@ fn bastion(net: &Network, env: &[&str], more: &[&str]) -> Bastion {
     let container = Container::run(net, "bastion", &args);
     let port = container.wait_ssh();
     Bastion {
-        tmp,
+        _tmp: tmp,
         key,
         container,
         port,
