@@ -214,6 +214,13 @@ fn run(args: Args) -> Result<(), BootError> {
         account: account.clone(),
         workdir,
         stall_timeout: Duration::from_secs(args.stall_timeout),
+        session_slots: runtime
+            .session
+            .as_ref()
+            .map(|s| crate::container::slots::SlotDir {
+                dir: s.slots_dir.clone(),
+                max: s.max,
+            }),
     };
     let limits = server::Limits {
         header_timeout: Duration::from_secs(args.header_timeout),

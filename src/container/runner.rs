@@ -35,6 +35,8 @@ pub(crate) struct SessionRun<'a> {
     pub(crate) tty: bool,
     /// The monitor's socket, when one is expected.
     pub(crate) monitor: Option<&'a Path>,
+    /// A `SESSION_MAX` slot the HTTP listener took and passed.
+    pub(crate) slot_fd: Option<i32>,
 }
 
 /// What the session's end is, as the runner saw it.
@@ -54,7 +56,11 @@ fn cannot_start(reason: &str) -> ExitCode {
 /// when `SESSION_MAX` containers already run, or 125 when it cannot start.
 pub(crate) fn run(s: SessionRun<'_>) -> ExitCode {
     let rt = s.rt;
-    let slot = match slots::acquire(&rt.slots_dir, rt.max) {
+    let slot = match s.slot_fd {
+        Some(fd) => slots::adopt(&rt.slots_dir, rt.max, fd),
+        None => slots::acquire(&rt.slots_dir, rt.max),
+    };
+    let slot = match slot {
         Ok(Some(slot)) => slot,
         Ok(None) => {
             println!("{}", crate::wrapper::BUSY_LINE);

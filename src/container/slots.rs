@@ -13,6 +13,20 @@ pub(crate) struct Slot {
     _file: File,
 }
 
+impl Slot {
+    /// A descriptor of the same lock, for a child that takes it over.
+    pub(crate) fn share(&self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(self._file.try_clone()?.into())
+    }
+}
+
+/// Where the slots are and how many: what the HTTP listener needs.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotDir {
+    pub(crate) dir: PathBuf,
+    pub(crate) max: u32,
+}
+
 pub(crate) fn slot_path(dir: &Path, index: u32) -> PathBuf {
     dir.join(format!("slot-{index}"))
 }
@@ -30,6 +44,31 @@ pub(crate) fn acquire(dir: &Path, max: u32) -> io::Result<Option<Slot>> {
         }
     }
     Ok(None)
+}
+
+/// Takes over the slot whose descriptor `fd` was passed by the HTTP
+/// listener (which took it to answer 503 before starting anything). It must
+/// be one of this bastion's slot files; the lock, already held through the
+/// same open file description, is taken again (which then succeeds), or
+/// freshly when the passer did not hold it.
+pub(crate) fn adopt(dir: &Path, max: u32, fd: std::os::fd::RawFd) -> io::Result<Option<Slot>> {
+    use std::os::unix::fs::MetadataExt;
+    let file = File::from(crate::sys::fd::dup_inherited(fd)?);
+    let m = file.metadata()?;
+    let ours = (0..max).any(|i| {
+        std::fs::metadata(slot_path(dir, i)).is_ok_and(|s| s.dev() == m.dev() && s.ino() == m.ino())
+    });
+    if !ours {
+        return Err(io::Error::other(format!(
+            "descriptor {fd} is not one of {}",
+            dir.display()
+        )));
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(Some(Slot { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// Boot: the directory (root, 0755) and `max` empty slot files (root,

@@ -28,6 +28,11 @@ struct Args {
     /// Runtime file written by bastion-entrypoint.
     #[arg(long, value_name = "PATH", default_value = RUNTIME_FILE)]
     runtime: PathBuf,
+
+    /// Session containers: the `SESSION_MAX` slot the HTTP listener already
+    /// holds for this request, passed as this descriptor.
+    #[arg(long, value_name = "FD", hide = true)]
+    session_slot_fd: Option<i32>,
 }
 
 pub fn main() -> ExitCode {
@@ -56,7 +61,7 @@ pub fn main() -> ExitCode {
     };
     let request = std::env::var_os("SSH_ORIGINAL_COMMAND");
     if let Some(session) = &rt.session {
-        let code = run_session(&rt, session, request);
+        let code = run_session(&rt, session, request, args.session_slot_fd);
         drop(guard);
         return code;
     }
@@ -76,6 +81,7 @@ fn run_session(
     rt: &Runtime,
     session: &crate::container::SessionRuntime,
     request: Option<OsString>,
+    slot_fd: Option<i32>,
 ) -> ExitCode {
     use crate::container::plan::{Payload, SessionId};
     let payload = match &rt.mode {
@@ -110,6 +116,7 @@ fn run_session(
         payload,
         tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
         monitor: None,
+        slot_fd,
     })
 }
 

@@ -348,9 +348,11 @@ fn session_max_gives_the_busy_line_and_timeout_ends_the_session() {
             "SESSION_PULL=never",
             "SESSION_MAX=1",
             "SESSION_TIMEOUT=3",
+            "HTTP_TOKEN=s3cret-token-for-e2e",
         ],
-        &[],
+        &["-p", "127.0.0.1::8080"],
     );
+    let http = b.container.wait_http();
     // The first session sleeps past its time limit.
     let port = b.port;
     let key = b.key.clone();
@@ -368,6 +370,13 @@ fn session_max_gives_the_busy_line_and_timeout_ends_the_session() {
         "{}",
         show(&busy)
     );
+    let r = curl(
+        http,
+        "/cgi-bin/run",
+        &["-H", "Authorization: Bearer s3cret-token-for-e2e"],
+    );
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("busy: another run is in progress"), "{r:?}");
 
     let long = long.join().unwrap();
     assert!(
