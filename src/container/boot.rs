@@ -81,12 +81,12 @@ fn engine(choice: RuntimeChoice, errors: &mut Vec<ConfigError>) -> Option<Engine
     };
     let mut tried = Vec::new();
     for kind in kinds {
-        let Some(engine) = Engine::find(kind, host(kind)) else {
+        let Some(mut engine) = Engine::find(kind, host(kind)) else {
             tried.push(format!("{kind}: not installed"));
             continue;
         };
         match engine.ping() {
-            Ok(_) => return Some(engine),
+            Ok(()) => return Some(engine),
             Err(reason) => tried.push(format!("{kind}: {reason}")),
         }
     }

@@ -22,6 +22,11 @@ pub(crate) struct Engine {
     /// on to the CLI (the session's environment never reaches it).
     #[serde(default)]
     pub(crate) host: Option<String>,
+    /// The server is Podman (its own CLI, or the docker CLI through
+    /// Podman's Docker-compatible API): a few options are spelled
+    /// differently.
+    #[serde(default)]
+    pub(crate) podman: bool,
 }
 
 /// What a finished CLI call gave back.
@@ -52,7 +57,12 @@ impl Engine {
             .split(':')
             .map(|d| Path::new(d).join(kind.program()))
             .find(|p| p.is_file())
-            .map(|cli| Engine { kind, cli, host })
+            .map(|cli| Engine {
+                kind,
+                cli,
+                host,
+                podman: kind == EngineKind::Podman,
+            })
     }
 
     /// A `Command` for the CLI with a clean environment: the safe PATH, a
@@ -91,15 +101,17 @@ impl Engine {
         run_bounded(c, timeout)
     }
 
-    /// The engine's server version, or why it does not answer.
-    pub(crate) fn ping(&self) -> Result<String, String> {
-        let r = self.query(
-            &["version", "--format", "{{.Server.Version}}"],
-            QUERY_TIMEOUT,
-        );
+    /// Whether the engine answers; learns whether it is Podman.
+    pub(crate) fn ping(&mut self) -> Result<(), String> {
+        let format = match self.kind {
+            EngineKind::Podman => "{{.Server.Version}} Podman",
+            _ => "{{.Server.Version}} {{range .Server.Components}}{{.Name}};{{end}}",
+        };
+        let r = self.query(&["version", "--format", format], QUERY_TIMEOUT);
         let v = r.stdout.trim();
-        if r.ok && !v.is_empty() && v != "<no value>" {
-            Ok(v.to_owned())
+        if r.ok && !v.is_empty() && !v.starts_with("<no value>") {
+            self.podman = self.podman || v.contains("Podman");
+            Ok(())
         } else {
             Err(r.reason())
         }

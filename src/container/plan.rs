@@ -89,10 +89,14 @@ pub(crate) fn create_argv(
         push(&["--read-only", "--tmpfs", "/tmp", "--tmpfs", "/run"]);
         if let Some(h) = &rt.home {
             if h.path != "/tmp" && h.path != "/run" {
-                push(&[
-                    "--tmpfs",
-                    &format!("{}:uid={},gid={},mode=0700", h.path, h.uid, h.gid),
-                ]);
+                // Owned by the session user: Podman chowns with `U`,
+                // Docker takes the ids.
+                let opts = if rt.engine.podman {
+                    "U,mode=0700".to_owned()
+                } else {
+                    format!("uid={},gid={},mode=0700", h.uid, h.gid)
+                };
+                push(&["--tmpfs", &format!("{}:{opts}", h.path)]);
             }
         }
     }
@@ -160,6 +164,7 @@ mod tests {
                 kind: EngineKind::Docker,
                 cli: "/usr/bin/docker".into(),
                 host: None,
+                podman: false,
             },
             image: "tools:1".into(),
             image_id: "sha256:abc".into(),
@@ -319,5 +324,23 @@ mod tests {
         );
         assert!(!a.iter().any(|x| x == "--memory" || x == "--pids-limit"));
         assert!(a.iter().any(|x| x == "--cpus"));
+    }
+
+    #[test]
+    fn podman_home_is_chowned_by_the_engine() {
+        let mut r = rt();
+        r.engine.podman = true;
+        let a = create_argv(
+            &r,
+            "sha256:abc",
+            &sess(),
+            false,
+            ALL,
+            &Payload::ImageDefault,
+        );
+        assert!(
+            pairs(&a).contains(&("--tmpfs".into(), "/home/dev:U,mode=0700".into())),
+            "{a:?}"
+        );
     }
 }
