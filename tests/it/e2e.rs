@@ -10,5 +10,6 @@ mod broker;
 mod force_command;
 mod keys;
 mod lifecycle;
+mod podman;
 mod quickstart;
 mod session;

@@ -64,7 +64,7 @@ pub fn session_image(base: &str, tag: &str, dockerfile_tail: &str) -> String {
 
 /// A user `dev` (uid 1500) with a home, the image's own command an
 /// interactive bash, and an entrypoint that the broker must not reach.
-fn dev_image(base: &str) -> String {
+pub(super) fn dev_image(base: &str) -> String {
     session_image(
         base,
         "dev",
@@ -74,7 +74,7 @@ fn dev_image(base: &str) -> String {
 }
 
 /// A tools image whose entrypoint would re-parse its arguments with a shell.
-fn tools_image(base: &str) -> String {
+pub(super) fn tools_image(base: &str) -> String {
     session_image(
         base,
         "tools",
@@ -132,12 +132,12 @@ impl Bastion {
     }
 }
 
-fn text(b: &[u8]) -> String {
+pub(super) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 /// The value after `key=` on a line of `out`.
-fn field(out: &str, key: &str) -> String {
+pub(super) fn field(out: &str, key: &str) -> String {
     out.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .unwrap_or_default()
@@ -145,7 +145,7 @@ fn field(out: &str, key: &str) -> String {
         .to_owned()
 }
 
-const PROBE: &str = "echo id=$(id -u); echo host=$(hostname); echo session=$BASTION_SESSION_ID; \
+pub(super) const PROBE: &str = "echo id=$(id -u); echo host=$(hostname); echo session=$BASTION_SESSION_ID; \
     echo identity=$BASTION_IDENTITY; echo greeting=$GREETING; \
     echo cap=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status); \
     echo nnp=$(sed -n 's/^NoNewPrivs:[[:space:]]*//p' /proc/self/status); \
