@@ -636,3 +636,41 @@ fn session_config_errors_are_all_reported_with_78() {
         &["SESSION_NETWORK=\"bastion-e2e-no-such-network\": is not a network"],
     );
 }
+
+#[test]
+#[ignore = "needs bastion-monitor in the image: the runner registers each container with it (container::watch)"]
+fn sigkilled_session_processes_leave_no_container() {
+    let image = require();
+    let dev = dev_image(&image);
+    let net = Network::new("sesskill");
+    let b = bastion(
+        &net,
+        &[&format!("SESSION_IMAGE={dev}"), "SESSION_PULL=never"],
+        &[],
+    );
+    let port = b.port;
+    let key = b.key.clone();
+    let client = std::thread::spawn(move || ssh(port, &key, false, &[], b"sleep 300\n"));
+    assert!(
+        eventually(Duration::from_secs(20), || b.sessions().len() == 1),
+        "no session container"
+    );
+    // The session's processes in the bastion: the wrapper and the CLI.
+    let victims: Vec<String> = b
+        .container
+        .processes()
+        .into_iter()
+        .filter(|p| p.comm.starts_with("bastion-wrap") || p.comm == "docker")
+        .map(|p| p.pid.to_string())
+        .collect();
+    assert!(victims.len() >= 2, "{:?}", b.container.processes());
+    let mut kill = vec!["kill", "-KILL"];
+    kill.extend(victims.iter().map(String::as_str));
+    b.container.exec_ok(&kill);
+    assert!(
+        eventually(Duration::from_secs(20), || b.sessions().is_empty()),
+        "session container outlived its killed processes: {:?}",
+        b.sessions()
+    );
+    let _ = client.join();
+}
