@@ -17,6 +17,15 @@ use std::process::{Child, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// A line on stderr that never panics: the client may be gone, and the
+/// runner must still remove its container.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Exit status when the container cannot be started (the engine CLI's own).
 pub(crate) const CANNOT_START: u8 = 125;
 /// Grace between SIGTERM and SIGKILL at `SESSION_TIMEOUT` (SPEC 12).
@@ -48,7 +57,7 @@ enum End {
 }
 
 fn cannot_start(reason: &str) -> ExitCode {
-    eprintln!("[session] cannot start: {reason}");
+    say!("[session] cannot start: {reason}");
     ExitCode::from(CANNOT_START)
 }
 
@@ -63,7 +72,10 @@ pub(crate) fn run(s: SessionRun<'_>) -> ExitCode {
     let slot = match slot {
         Ok(Some(slot)) => slot,
         Ok(None) => {
-            println!("{}", crate::wrapper::BUSY_LINE);
+            {
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout(), "{}", crate::wrapper::BUSY_LINE);
+            }
             return ExitCode::from(crate::exit::OK);
         }
         Err(e) => return cannot_start(&format!("no session slot: {e}")),
@@ -106,7 +118,7 @@ pub(crate) fn run(s: SessionRun<'_>) -> ExitCode {
     }
     let code = attach_and_wait(&rt.engine, &name, s.tty, rt.timeout_secs, mask);
     if let Err(e) = reap::remove_container(&rt.engine, &name) {
-        eprintln!("[session] {e}");
+        say!("[session] {e}");
     }
     drop(watch);
     drop(slot);
@@ -133,7 +145,7 @@ fn apply_limits(rt: &SessionRuntime) -> Result<ApplyLimits, String> {
                     missing.join(", ")
                 ))
             }
-            LimitsPolicy::BestEffort => eprintln!(
+            LimitsPolicy::BestEffort => say!(
                 "[session] warning: running without the {} limit(s): the engine cannot apply them (SESSION_LIMITS=best-effort)",
                 missing.join(", ")
             ),
@@ -209,7 +221,7 @@ fn attach_and_wait(
     match first {
         Some(End::Exited(status)) => status_code(status),
         Some(End::Deadline) => {
-            eprintln!(
+            say!(
                 "[session] time limit of {timeout_secs} s reached: stopping the session (SIGTERM, then SIGKILL after {TIMEOUT_GRACE_SECS} s)"
             );
             stop(TIMEOUT_GRACE_SECS);
