@@ -54,7 +54,14 @@ pub(crate) fn create_argv(
 ) -> Vec<String> {
     let mut a: Vec<String> = Vec::with_capacity(64);
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| (*s).to_owned()));
-    push(&["create", "--rm", "--init", "--interactive"]);
+    push(&["create", "--init", "--interactive"]);
+    // Docker removes the container on exit by itself, even when no client
+    // is attached any more. Podman would remove it before `start --attach`
+    // learns the exit status (and report 0), so there the runner's own
+    // removal (and the monitor's) is the only one.
+    if !rt.engine.podman {
+        push(&["--rm"]);
+    }
     if tty {
         push(&["--tty"]);
     }
