@@ -349,5 +349,6 @@ mod tests {
             pairs(&a).contains(&("--tmpfs".into(), "/home/dev:U,mode=0700".into())),
             "{a:?}"
         );
+        assert!(!a.iter().any(|x| x == "--rm"), "{a:?}");
     }
 }
