@@ -127,7 +127,9 @@ pub(crate) fn create_argv(
         Payload::Shell(command) => push(&["--entrypoint", "/bin/sh", image_id, "-c", command]),
         Payload::Argv(argv) => {
             let (program, args) = argv.split_first().expect("an allowed argv is never empty");
-            push(&["--entrypoint", program, image_id]);
+            // One argument, so a program spelled like an option (`-x`,
+            // `--privileged`) can only ever be the entrypoint's value.
+            push(&[&format!("--entrypoint={program}"), image_id]);
             a.extend(args.iter().cloned());
         }
         Payload::ImageDefault => push(&[image_id]),
@@ -284,12 +286,34 @@ mod tests {
             ALL,
             &Payload::Argv(argv),
         );
-        let i = a.iter().position(|x| x == "--entrypoint").unwrap();
+        let i = a
+            .iter()
+            .position(|x| x.starts_with("--entrypoint="))
+            .unwrap();
         assert_eq!(
             &a[i..],
-            ["--entrypoint", "echo", "sha256:abc", "a;b", "$(id)", "'q'"]
+            ["--entrypoint=echo", "sha256:abc", "a;b", "$(id)", "'q'"]
         );
         assert!(a.iter().any(|x| x == "--tty"));
+        // A program spelled like an option stays the entrypoint's value.
+        let argv: Vec<String> = ["--privileged", "-v", "/:/host"].map(String::from).to_vec();
+        let a = create_argv(
+            &rt(),
+            "sha256:abc",
+            &sess(),
+            false,
+            ALL,
+            &Payload::Argv(argv),
+        );
+        let i = a
+            .iter()
+            .position(|x| x.starts_with("--entrypoint="))
+            .unwrap();
+        assert_eq!(
+            &a[i..],
+            ["--entrypoint=--privileged", "sha256:abc", "-v", "/:/host"]
+        );
+        assert_eq!(a.iter().filter(|x| *x == "--privileged").count(), 0);
     }
 
     #[test]

@@ -222,7 +222,7 @@ fn broker_runs_the_literal_argv_as_the_entrypoint_with_its_status() {
         &[
             &format!("SESSION_IMAGE={tools}"),
             "SESSION_PULL=never",
-            "ALLOWED_COMMANDS=echo .*\nfalse\ntty\nmissing-program",
+            "ALLOWED_COMMANDS=echo .*\nfalse\ntty\nmissing-program\n--privileged .*",
         ],
         &[],
     );
@@ -249,6 +249,16 @@ fn broker_runs_the_literal_argv_as_the_entrypoint_with_its_status() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let out = ssh(b.port, &b.key, false, &["missing-program"], b"");
     assert_eq!(out.status.code(), Some(127), "{}", show(&out));
+    // A request spelled like engine options is only ever the program name.
+    let out = ssh(
+        b.port,
+        &b.key,
+        false,
+        &["--privileged -v /:/host cat /host/etc/shadow"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(127), "{}", show(&out));
+    assert!(!text(&out.stdout).contains("root:"), "{}", show(&out));
     let out = ssh(b.port, &b.key, false, &["rm -rf /"], b"");
     assert_eq!(out.status.code(), Some(126), "{}", show(&out));
     assert!(
