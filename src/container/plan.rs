@@ -7,10 +7,8 @@ use super::boot::SessionRuntime;
 /// What the session container runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Payload {
-    /// Force-command mode: `/bin/sh -c COMMAND` (the image's entrypoint is
-    /// replaced by the shell).
-    Shell(String),
-    /// Broker mode: the allowed argv as entrypoint + arguments, no shell.
+    /// The command's argv as entrypoint + arguments: the broker's allowed
+    /// argv without a shell, or `/bin/sh -c FORCE_COMMAND`.
     Argv(Vec<String>),
     /// Neither: the image's own entrypoint and command.
     ImageDefault,
@@ -21,6 +19,8 @@ pub(crate) enum Payload {
 pub(crate) struct SessionId {
     pub(crate) id: String,
     pub(crate) identity: String,
+    /// The client's terminal type, passed on when the session has a TTY.
+    pub(crate) term: Option<String>,
 }
 
 pub(crate) const LABEL_SESSION: &str = "io.docker-bastion.session";
@@ -120,11 +120,10 @@ pub(crate) fn create_argv(
         }
         push(&["--mount", &spec]);
     }
-    for name in env_names(rt) {
-        push(&["--env", name]);
+    for (name, _) in env_values(rt, session) {
+        push(&["--env", &name]);
     }
     match payload {
-        Payload::Shell(command) => push(&["--entrypoint", "/bin/sh", image_id, "-c", command]),
         Payload::Argv(argv) => {
             let (program, args) = argv.split_first().expect("an allowed argv is never empty");
             // One argument, so a program spelled like an option (`-x`,
@@ -137,20 +136,19 @@ pub(crate) fn create_argv(
     a
 }
 
-/// The variables every session gets, in order: the bastion's own, then
-/// `SESSION_ENV`.
-pub(crate) fn env_names(rt: &SessionRuntime) -> impl Iterator<Item = &str> {
-    super::settings::RESERVED_ENV
-        .into_iter()
-        .chain(rt.env.iter().map(|(n, _)| n.as_str()))
-}
-
-/// The values of [`env_names`], for the CLI's environment.
+/// The variables every session gets, for the CLI's environment: the
+/// bastion's own, `TERM` with a terminal, then `SESSION_ENV` (which may
+/// override `TERM`).
 pub(crate) fn env_values(rt: &SessionRuntime, session: &SessionId) -> Vec<(String, String)> {
     let mut v = vec![
         ("BASTION_SESSION_ID".to_owned(), session.id.clone()),
         ("BASTION_IDENTITY".to_owned(), session.identity.clone()),
     ];
+    if let Some(t) = &session.term {
+        if !rt.env.iter().any(|(n, _)| n == "TERM") {
+            v.push(("TERM".to_owned(), t.clone()));
+        }
+    }
     v.extend(rt.env.iter().cloned());
     v
 }
@@ -221,6 +219,7 @@ mod tests {
         SessionId {
             id: "0123456789abcdef".into(),
             identity: "alice".into(),
+            term: None,
         }
     }
 
@@ -324,14 +323,20 @@ mod tests {
             &sess(),
             false,
             ALL,
-            &Payload::Shell("echo $HOME | wc".into()),
+            &Payload::Argv(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo $HOME | wc".into(),
+            ]),
         );
-        let i = a.iter().position(|x| x == "--entrypoint").unwrap();
+        let i = a
+            .iter()
+            .position(|x| x.starts_with("--entrypoint="))
+            .unwrap();
         assert_eq!(
             &a[i..],
             [
-                "--entrypoint",
-                "/bin/sh",
+                "--entrypoint=/bin/sh",
                 "sha256:abc",
                 "-c",
                 "echo $HOME | wc"
@@ -355,6 +360,23 @@ mod tests {
         );
         assert!(!a.iter().any(|x| x == "--memory" || x == "--pids-limit"));
         assert!(a.iter().any(|x| x == "--cpus"));
+    }
+
+    #[test]
+    fn term_goes_with_a_tty_and_session_env_wins() {
+        let mut s = sess();
+        s.term = Some("xterm-256color".into());
+        let v = env_values(&rt(), &s);
+        assert!(
+            v.contains(&("TERM".into(), "xterm-256color".into())),
+            "{v:?}"
+        );
+        let mut r = rt();
+        r.env.push(("TERM".into(), "dumb".into()));
+        let v = env_values(&r, &s);
+        assert_eq!(v.iter().filter(|(n, _)| n == "TERM").count(), 1, "{v:?}");
+        let a = create_argv(&r, "sha256:abc", &s, true, ALL, &Payload::ImageDefault);
+        assert_eq!(a.iter().filter(|x| *x == "TERM").count(), 1, "{a:?}");
     }
 
     #[test]

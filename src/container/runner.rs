@@ -10,8 +10,12 @@ use super::engine::{run_bounded, Engine, QUERY_TIMEOUT};
 use super::plan::{self, ApplyLimits, Payload, SessionId};
 use super::settings::{LimitsPolicy, PullPolicy};
 use super::{reap, slots, watch};
+use crate::lock::LockGuard;
+use crate::session::{Command, ExecError, Runner};
 use nix::sys::signal::{SigSet, Signal};
+use std::io::IsTerminal;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Child, ExitCode, Stdio};
 use std::sync::mpsc;
@@ -35,17 +39,93 @@ const HANGUP_GRACE_SECS: &str = "2";
 /// How long creating a container may take.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One session to run.
-pub(crate) struct SessionRun<'a> {
-    pub(crate) rt: &'a SessionRuntime,
-    pub(crate) session: SessionId,
-    pub(crate) payload: Payload,
-    /// The SSH client asked for a PTY (stdin is a terminal).
-    pub(crate) tty: bool,
+/// The parent runner of session containers (a [`Runner`]): every command
+/// it is given runs in a fresh container of the session image.
+pub(crate) struct ContainerRunner<'a> {
+    rt: &'a SessionRuntime,
     /// The monitor's socket, when one is expected.
-    pub(crate) monitor: Option<&'a Path>,
+    monitor: Option<&'a Path>,
     /// A `SESSION_MAX` slot the HTTP listener took and passed.
-    pub(crate) slot_fd: Option<i32>,
+    slot_fd: Option<i32>,
+}
+
+impl<'a> ContainerRunner<'a> {
+    pub(crate) fn new(rt: &'a SessionRuntime, slot_fd: Option<i32>) -> Self {
+        Self {
+            rt,
+            monitor: None,
+            slot_fd,
+        }
+    }
+
+    /// Registers every container with the monitor at `socket` before it is
+    /// created (see [`watch`]).
+    #[allow(dead_code)]
+    pub(crate) fn with_monitor(mut self, socket: &'a Path) -> Self {
+        self.monitor = Some(socket);
+        self
+    }
+}
+
+impl Runner for ContainerRunner<'_> {
+    /// Always `Ok`: a container that cannot start is the session's exit
+    /// status 125, with the reason on stderr. The lock is held until the
+    /// container is removed.
+    fn run(self, cmd: Command, lock: Option<LockGuard>) -> Result<ExitCode, ExecError> {
+        let mut argv = Vec::with_capacity(cmd.argv.len());
+        for a in cmd.argv {
+            match a.into_string() {
+                Ok(a) => argv.push(a),
+                Err(raw) => {
+                    return Ok(cannot_start(&format!(
+                        "an argument is not UTF-8: {}",
+                        crate::audit::escape_bytes(raw.as_bytes())
+                    )))
+                }
+            }
+        }
+        let payload = if argv.is_empty() {
+            Payload::ImageDefault
+        } else {
+            Payload::Argv(argv)
+        };
+        let id = match super::new_session_id() {
+            Ok(id) => id,
+            Err(e) => return Ok(cannot_start(&format!("no session id: {e}"))),
+        };
+        let tty = std::io::stdin().is_terminal();
+        let term = cmd
+            .env
+            .get("TERM")
+            .filter(|_| tty)
+            .and_then(|t| t.to_str())
+            .map(str::to_owned);
+        let code = run(SessionRun {
+            rt: self.rt,
+            session: SessionId {
+                id,
+                identity: "unknown".to_owned(),
+                term,
+            },
+            payload,
+            tty,
+            monitor: self.monitor,
+            slot_fd: self.slot_fd,
+        });
+        drop(lock);
+        Ok(code)
+    }
+}
+
+/// One session to run.
+struct SessionRun<'a> {
+    rt: &'a SessionRuntime,
+    session: SessionId,
+    payload: Payload,
+    /// The SSH client asked for a PTY (stdin is a terminal).
+    tty: bool,
+    monitor: Option<&'a Path>,
+    slot_fd: Option<i32>,
 }
 
 /// What the session's end is, as the runner saw it.
@@ -63,7 +143,7 @@ fn cannot_start(reason: &str) -> ExitCode {
 
 /// Runs the session; the command's exit status, the busy line (exit 0)
 /// when `SESSION_MAX` containers already run, or 125 when it cannot start.
-pub(crate) fn run(s: SessionRun<'_>) -> ExitCode {
+fn run(s: SessionRun<'_>) -> ExitCode {
     let rt = s.rt;
     let slot = match s.slot_fd {
         Some(fd) => slots::adopt(&rt.slots_dir, rt.max, fd),

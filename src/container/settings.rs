@@ -2,7 +2,7 @@
 //! parsing, every bad value one `ConfigError`. Nothing here talks to the
 //! engine; `boot` does that with what this returns.
 
-use crate::config::{env_var, ConfigError};
+use crate::config::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Component, Path};
@@ -294,20 +294,6 @@ pub(crate) fn parse(
         max,
         timeout_secs,
     })
-}
-
-/// `SESSION_*` from the process environment.
-pub(crate) fn from_env(errors: &mut Vec<ConfigError>) -> Option<SessionSettings> {
-    let mut unreadable = Vec::new();
-    let mut get = |var: &str| {
-        env_var(var).unwrap_or_else(|e| {
-            unreadable.push(e);
-            None
-        })
-    };
-    let parsed = parse(&mut get, errors);
-    errors.extend(unreadable);
-    parsed
 }
 
 fn number(

@@ -222,7 +222,7 @@ fn broker_runs_the_literal_argv_as_the_entrypoint_with_its_status() {
         &[
             &format!("SESSION_IMAGE={tools}"),
             "SESSION_PULL=never",
-            "ALLOWED_COMMANDS=echo .*\nfalse\ntty\nmissing-program\n--privileged .*",
+            "ALLOWED_COMMANDS=echo .*\nfalse\ntty\nmissing-program\n[ ]*--privileged .*",
         ],
         &[],
     );
@@ -254,7 +254,8 @@ fn broker_runs_the_literal_argv_as_the_entrypoint_with_its_status() {
         b.port,
         &b.key,
         false,
-        &["--privileged -v /:/host cat /host/etc/shadow"],
+        // The leading blank keeps ssh itself from reading it as its option.
+        &[" --privileged -v /:/host cat /host/etc/shadow"],
         b"",
     );
     assert_eq!(out.status.code(), Some(127), "{}", show(&out));
