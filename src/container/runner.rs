@@ -47,6 +47,9 @@ pub(crate) struct ContainerRunner<'a> {
     monitor: Option<&'a Path>,
     /// A `SESSION_MAX` slot the HTTP listener took and passed.
     slot_fd: Option<i32>,
+    /// The session's id and identity when the monitor gave them; otherwise
+    /// a fresh id and `unknown`.
+    known: Option<(String, String)>,
 }
 
 impl<'a> ContainerRunner<'a> {
@@ -55,7 +58,16 @@ impl<'a> ContainerRunner<'a> {
             rt,
             monitor: None,
             slot_fd,
+            known: None,
         }
+    }
+
+    /// The session id (16 lowercase hex) and identity the monitor assigned:
+    /// the container's name, labels and `BASTION_*` variables use them.
+    #[allow(dead_code)]
+    pub(crate) fn with_session(mut self, id: String, identity: String) -> Self {
+        self.known = Some((id, identity));
+        self
     }
 
     /// Registers every container with the monitor at `socket` before it is
@@ -89,9 +101,20 @@ impl Runner for ContainerRunner<'_> {
         } else {
             Payload::Argv(argv)
         };
-        let id = match super::new_session_id() {
-            Ok(id) => id,
-            Err(e) => return Ok(cannot_start(&format!("no session id: {e}"))),
+        let (id, identity) = match self.known {
+            Some((id, identity)) if watch::is_session_name(&super::plan::container_name(&id)) => {
+                (id, identity)
+            }
+            Some((id, _)) => {
+                return Ok(cannot_start(&format!(
+                    "session id \"{}\" is not 16 lowercase hex characters",
+                    crate::audit::escape(&id)
+                )))
+            }
+            None => match super::new_session_id() {
+                Ok(id) => (id, "unknown".to_owned()),
+                Err(e) => return Ok(cannot_start(&format!("no session id: {e}"))),
+            },
         };
         let tty = std::io::stdin().is_terminal();
         let term = cmd
@@ -102,11 +125,7 @@ impl Runner for ContainerRunner<'_> {
             .map(str::to_owned);
         let code = run(SessionRun {
             rt: self.rt,
-            session: SessionId {
-                id,
-                identity: "unknown".to_owned(),
-                term,
-            },
+            session: SessionId { id, identity, term },
             payload,
             tty,
             monitor: self.monitor,

@@ -31,7 +31,6 @@ pub(crate) fn request(name: &str) -> String {
 
 /// Whether `name` is a session container name the monitor may remove
 /// (the monitor's side of the protocol checks every name with it).
-#[allow(dead_code)]
 pub(crate) fn is_session_name(name: &str) -> bool {
     name.strip_prefix("bastion-session-").is_some_and(|id| {
         id.len() == 16
