@@ -18,7 +18,7 @@ docker image inspect "$IMAGE" >/dev/null 2>&1 || { echo "bench/session.sh: no im
 
 SESSION_IMAGE=bastion-bench-session:latest
 printf 'FROM %s\nENTRYPOINT []\nCMD ["/bin/sh"]\n' "$(docker image inspect --format '{{.Id}}' "$IMAGE")" \
-  | DOCKER_BUILDKIT=0 docker build -q -t "$SESSION_IMAGE" - >/dev/null
+  | DOCKER_BUILDKIT=0 docker build -q -t "$SESSION_IMAGE" - >/dev/null 2>&1
 NAME=bastion-bench-session-$$
 cleanup() { docker rm -f "$NAME" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
