@@ -34,8 +34,10 @@ macro_rules! say {
 pub(crate) const CANNOT_START: u8 = 125;
 /// Grace between SIGTERM and SIGKILL at `SESSION_TIMEOUT` (SPEC 12).
 const TIMEOUT_GRACE_SECS: &str = "10";
-/// Grace when the client is gone or the session is told to stop.
-const HANGUP_GRACE_SECS: &str = "2";
+/// Grace when the client is gone or the session is told to stop: short
+/// enough that the container is stopped and removed within the HTTP
+/// listener's own grace before it SIGKILLs this process.
+const HANGUP_GRACE_SECS: &str = "1";
 /// How long creating a container may take.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -215,7 +217,7 @@ fn run(s: SessionRun<'_>) -> ExitCode {
         let _ = reap::remove_container(&rt.engine, &name);
         return cannot_start(&created.reason());
     }
-    let code = attach_and_wait(&rt.engine, &name, s.tty, rt.timeout_secs, mask);
+    let code = attach_and_wait(&rt.engine, &name, rt.timeout_secs, mask);
     if let Err(e) = reap::remove_container(&rt.engine, &name) {
         say!("[session] {e}");
     }
@@ -273,13 +275,7 @@ fn ending_signals() -> SigSet {
 /// `start --attach --interactive NAME` with this process's stdio; waits for
 /// the first of: the CLI ends, an ending signal, the client gone, the
 /// deadline. Returns the session's exit status.
-fn attach_and_wait(
-    engine: &Engine,
-    name: &str,
-    _tty: bool,
-    timeout_secs: u64,
-    mask: SigSet,
-) -> ExitCode {
+fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet) -> ExitCode {
     let mut start = engine.command();
     start.args(["start", "--attach", "--interactive", name]);
     let child = match start.spawn() {
