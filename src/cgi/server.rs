@@ -310,7 +310,7 @@ impl App {
             Some(s) => match crate::container::slots::acquire(&s.dir, s.max) {
                 Ok(Some(slot)) => Some(slot),
                 Ok(None) => {
-                    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, crate::wrapper::BUSY_LINE);
+                    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, crate::lock::BUSY_LINE);
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                     return log(&entry, r);

@@ -175,7 +175,7 @@ fn run(s: SessionRun<'_>) -> ExitCode {
         Ok(None) => {
             {
                 use std::io::Write;
-                let _ = writeln!(std::io::stdout(), "{}", crate::wrapper::BUSY_LINE);
+                let _ = writeln!(std::io::stdout(), "{}", crate::lock::BUSY_LINE);
             }
             return ExitCode::from(crate::exit::OK);
         }

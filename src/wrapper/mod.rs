@@ -14,9 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// What a client sees when another run holds the lock (stdout, exit 0): the
-/// shell version's exact line, so retrying clients keep working.
-pub(crate) const BUSY_LINE: &str = "busy: another run is in progress";
+/// What a client sees when another run holds the lock (stdout, exit 0).
+pub(crate) use crate::lock::BUSY_LINE;
 
 #[derive(Parser, Debug)]
 #[command(
