@@ -81,7 +81,8 @@ impl<'de> Deserialize<'de> for LockPolicy {
 pub(crate) struct Runtime {
     pub(crate) user: String,
     pub(crate) mode: Mode,
-    /// `ALLOWED_COMMANDS` as it was at boot (already validated).
+    /// `ALLOWED_COMMANDS` as it was at boot (already validated); empty when
+    /// `rules_snapshot` holds the rules.
     pub(crate) allowed_commands: String,
     pub(crate) allowed_commands_file: PathBuf,
     pub(crate) command_prefix: String,
@@ -95,6 +96,19 @@ pub(crate) struct Runtime {
     /// Session containers (SPEC 12), when `SESSION_IMAGE` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) session: Option<crate::container::SessionRuntime>,
+    /// The monitor's event socket when one runs (full boot); absent for
+    /// `--prepare-only` and outside the image. When it is set and cannot
+    /// be reached, sessions are refused (fail closed).
+    #[serde(default)]
+    pub(crate) monitor_socket: Option<PathBuf>,
+    /// `ALLOWED_COMMANDS` compiled at boot (broker mode); when set, requests
+    /// are decided from it and never from `allowed_commands`.
+    #[serde(default)]
+    pub(crate) rules_snapshot: Option<PathBuf>,
+    /// The filtering agent proxy sessions get as `SSH_AUTH_SOCK` (SPEC
+    /// 13), when upstreams are declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) agent_socket: Option<PathBuf>,
 }
 
 impl Runtime {

@@ -4,10 +4,12 @@
 
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod broker;
 pub mod cgi;
 pub mod entrypoint;
 pub mod keys;
+pub mod monitor;
 pub mod wrapper;
 
 pub(crate) mod audit;
@@ -22,3 +24,4 @@ pub(crate) mod sshkey;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
 pub(crate) mod tool;
+pub(crate) mod upstream;

@@ -11,6 +11,8 @@ pub(crate) enum Tool {
     Broker,
     Cgi,
     Keys,
+    AgentProxy,
+    Monitor,
 }
 
 impl Tool {
@@ -22,6 +24,8 @@ impl Tool {
             Tool::Broker => "[broker]",
             Tool::Cgi => "bastion-cgi:",
             Tool::Keys => "bastion-keys:",
+            Tool::AgentProxy => "bastion-agent-proxy:",
+            Tool::Monitor => "bastion-monitor:",
         }
     }
 

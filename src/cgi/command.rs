@@ -50,6 +50,21 @@ pub(crate) struct Launcher {
     /// Session containers: `SESSION_MAX` is checked here, before the
     /// response starts, so a full bastion answers 503.
     pub(crate) session_slots: Option<crate::container::slots::SlotDir>,
+    /// The monitor's event socket, when one runs.
+    pub(crate) monitor: Option<PathBuf>,
+}
+
+impl Launcher {
+    /// Tells the monitor a request was refused for its credentials (for
+    /// `bastion_http_auth_failures_total`). Never waits: a monitor that
+    /// cannot take it now misses one count.
+    pub(crate) fn report_auth_failure(&self) {
+        let Some(path) = &self.monitor else { return };
+        if let Ok(mut s) = crate::sys::unix_connect::connect_unix_nonblocking(path) {
+            use std::io::Write as _;
+            let _ = s.write_all(b"{\"op\":\"http_auth_failure\"}\n");
+        }
+    }
 }
 
 /// The descriptor number a held session slot has in the wrapper.
@@ -81,6 +96,12 @@ impl Launcher {
         if let Some(r) = &job.request {
             env = env.with("SSH_ORIGINAL_COMMAND", OsStr::from_bytes(r));
         }
+        // Who the request authenticated as, for the monitor (believed only
+        // from a child of the listener it runs; never passed to the command).
+        if let Some(who) = &job.entry.who {
+            env = env.with("BASTION_HTTP_WHO", who.name());
+        }
+        env = env.with("BASTION_HTTP_CLIENT", job.entry.client.to_string());
         let mut cmd = tokio::process::Command::new(&self.wrapper);
         cmd.arg("--runtime")
             .arg(&self.runtime)

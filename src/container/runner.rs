@@ -16,7 +16,6 @@ use nix::sys::signal::{SigSet, Signal};
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::process::{Child, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -45,8 +44,12 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// it is given runs in a fresh container of the session image.
 pub(crate) struct ContainerRunner<'a> {
     rt: &'a SessionRuntime,
-    /// The monitor's socket, when one is expected.
-    monitor: Option<&'a Path>,
+    /// Tells the monitor the container's name (and engine) before it is
+    /// created, on the session's own connection; an error refuses the
+    /// session. Without it (no monitor) nothing is registered.
+    register: Option<Register<'a>>,
+    /// Told the session's exit status once the container is removed.
+    ended: Option<Ended<'a>>,
     /// A `SESSION_MAX` slot the HTTP listener took and passed.
     slot_fd: Option<i32>,
     /// The session's id and identity when the monitor gave them; otherwise
@@ -54,11 +57,17 @@ pub(crate) struct ContainerRunner<'a> {
     known: Option<(String, String)>,
 }
 
+/// See [`ContainerRunner::with_monitor`].
+pub(crate) type Register<'a> = Box<dyn FnMut(&str) -> Result<(), String> + 'a>;
+/// See [`ContainerRunner::with_monitor`].
+pub(crate) type Ended<'a> = Box<dyn FnOnce(u8) + 'a>;
+
 impl<'a> ContainerRunner<'a> {
     pub(crate) fn new(rt: &'a SessionRuntime, slot_fd: Option<i32>) -> Self {
         Self {
             rt,
-            monitor: None,
+            register: None,
+            ended: None,
             slot_fd,
             known: None,
         }
@@ -66,17 +75,18 @@ impl<'a> ContainerRunner<'a> {
 
     /// The session id (16 lowercase hex) and identity the monitor assigned:
     /// the container's name, labels and `BASTION_*` variables use them.
-    #[allow(dead_code)]
     pub(crate) fn with_session(mut self, id: String, identity: String) -> Self {
         self.known = Some((id, identity));
         self
     }
 
-    /// Registers every container with the monitor at `socket` before it is
-    /// created (see [`watch`]).
-    #[allow(dead_code)]
-    pub(crate) fn with_monitor(mut self, socket: &'a Path) -> Self {
-        self.monitor = Some(socket);
+    /// The session's monitor connection: `register` is given the
+    /// container's name before the container is created (from then on the
+    /// monitor removes it if this process dies, whatever kills it), and
+    /// `ended` the exit status after the runner removed it.
+    pub(crate) fn with_monitor(mut self, register: Register<'a>, ended: Ended<'a>) -> Self {
+        self.register = Some(register);
+        self.ended = Some(ended);
         self
     }
 }
@@ -85,16 +95,28 @@ impl Runner for ContainerRunner<'_> {
     /// Always `Ok`: a container that cannot start is the session's exit
     /// status 125, with the reason on stderr. The lock is held until the
     /// container is removed.
-    fn run(self, cmd: Command, lock: Option<LockGuard>) -> Result<ExitCode, ExecError> {
+    fn run(mut self, cmd: Command, lock: Option<LockGuard>) -> Result<ExitCode, ExecError> {
+        let ended = self.ended.take();
+        let code = self.session(cmd);
+        drop(lock);
+        if let Some(ended) = ended {
+            ended(code);
+        }
+        Ok(ExitCode::from(code))
+    }
+}
+
+impl ContainerRunner<'_> {
+    fn session(self, cmd: Command) -> u8 {
         let mut argv = Vec::with_capacity(cmd.argv.len());
         for a in cmd.argv {
             match a.into_string() {
                 Ok(a) => argv.push(a),
                 Err(raw) => {
-                    return Ok(cannot_start(&format!(
+                    return cannot_start(&format!(
                         "an argument is not UTF-8: {}",
                         crate::audit::escape_bytes(raw.as_bytes())
-                    )))
+                    ))
                 }
             }
         }
@@ -108,14 +130,14 @@ impl Runner for ContainerRunner<'_> {
                 (id, identity)
             }
             Some((id, _)) => {
-                return Ok(cannot_start(&format!(
+                return cannot_start(&format!(
                     "session id \"{}\" is not 16 lowercase hex characters",
                     crate::audit::escape(&id)
-                )))
+                ))
             }
             None => match super::new_session_id() {
                 Ok(id) => (id, "unknown".to_owned()),
-                Err(e) => return Ok(cannot_start(&format!("no session id: {e}"))),
+                Err(e) => return cannot_start(&format!("no session id: {e}")),
             },
         };
         let tty = std::io::stdin().is_terminal();
@@ -125,16 +147,14 @@ impl Runner for ContainerRunner<'_> {
             .filter(|_| tty)
             .and_then(|t| t.to_str())
             .map(str::to_owned);
-        let code = run(SessionRun {
+        run(SessionRun {
             rt: self.rt,
             session: SessionId { id, identity, term },
             payload,
             tty,
-            monitor: self.monitor,
+            register: self.register,
             slot_fd: self.slot_fd,
-        });
-        drop(lock);
-        Ok(code)
+        })
     }
 }
 
@@ -145,7 +165,7 @@ struct SessionRun<'a> {
     payload: Payload,
     /// The SSH client asked for a PTY (stdin is a terminal).
     tty: bool,
-    monitor: Option<&'a Path>,
+    register: Option<Register<'a>>,
     slot_fd: Option<i32>,
 }
 
@@ -157,14 +177,14 @@ enum End {
     Deadline,
 }
 
-fn cannot_start(reason: &str) -> ExitCode {
+fn cannot_start(reason: &str) -> u8 {
     say!("[session] cannot start: {reason}");
-    ExitCode::from(CANNOT_START)
+    CANNOT_START
 }
 
 /// Runs the session; the command's exit status, the busy line (exit 0)
 /// when `SESSION_MAX` containers already run, or 125 when it cannot start.
-fn run(s: SessionRun<'_>) -> ExitCode {
+fn run(s: SessionRun<'_>) -> u8 {
     let rt = s.rt;
     let slot = match s.slot_fd {
         Some(fd) => slots::adopt(&rt.slots_dir, rt.max, fd),
@@ -177,7 +197,7 @@ fn run(s: SessionRun<'_>) -> ExitCode {
                 use std::io::Write;
                 let _ = writeln!(std::io::stdout(), "{}", crate::lock::BUSY_LINE);
             }
-            return ExitCode::from(crate::exit::OK);
+            return crate::exit::OK;
         }
         Err(e) => return cannot_start(&format!("no session slot: {e}")),
     };
@@ -196,10 +216,11 @@ fn run(s: SessionRun<'_>) -> ExitCode {
     let name = plan::container_name(&s.session.id);
     // Before the container exists: from here on the monitor removes it if
     // this process dies, whatever kills it.
-    let watch = match watch::register(s.monitor, &name) {
-        Ok(w) => w,
-        Err(reason) => return cannot_start(&reason),
-    };
+    if let Some(mut register) = s.register {
+        if let Err(reason) = register(&name) {
+            return cannot_start(&reason);
+        }
+    }
     let argv = plan::create_argv(rt, &image_id, &s.session, s.tty, limits, &s.payload);
     let mut create = rt.engine.command();
     create
@@ -221,7 +242,6 @@ fn run(s: SessionRun<'_>) -> ExitCode {
     if let Err(e) = reap::remove_container(&rt.engine, &name) {
         say!("[session] {e}");
     }
-    drop(watch);
     drop(slot);
     code
 }
@@ -275,7 +295,7 @@ fn ending_signals() -> SigSet {
 /// `start --attach --interactive NAME` with this process's stdio; waits for
 /// the first of: the CLI ends, an ending signal, the client gone, the
 /// deadline. Returns the session's exit status.
-fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet) -> ExitCode {
+fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet) -> u8 {
     let mut start = engine.command();
     start.args(["start", "--attach", "--interactive", name]);
     let child = match start.spawn() {
@@ -325,14 +345,14 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
         Some(End::Signal(sig)) => {
             stop(HANGUP_GRACE_SECS);
             let _ = wait_end(&rx, pid);
-            ExitCode::from(128 + sig as u8)
+            128 + sig as u8
         }
         Some(End::ClientGone) => {
             stop(HANGUP_GRACE_SECS);
             let _ = wait_end(&rx, pid);
-            ExitCode::from(128 + Signal::SIGHUP as u8)
+            128 + Signal::SIGHUP as u8
         }
-        None => ExitCode::from(crate::exit::FAILURE),
+        None => crate::exit::FAILURE,
     }
 }
 
@@ -346,7 +366,7 @@ fn spawn_waiter(mut child: Child, tx: mpsc::Sender<End>) {
 
 /// After the container was stopped: the CLI's status, killing the CLI if
 /// it lingers.
-fn wait_end(rx: &mpsc::Receiver<End>, pid: u32) -> ExitCode {
+fn wait_end(rx: &mpsc::Receiver<End>, pid: u32) -> u8 {
     let end = Instant::now() + Duration::from_secs(5);
     loop {
         match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
@@ -356,19 +376,19 @@ fn wait_end(rx: &mpsc::Receiver<End>, pid: u32) -> ExitCode {
                 if let Ok(p) = i32::try_from(pid) {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
                 }
-                return ExitCode::from(crate::exit::FAILURE);
+                return crate::exit::FAILURE;
             }
         }
     }
 }
 
-fn status_code(status: std::process::ExitStatus) -> ExitCode {
+fn status_code(status: std::process::ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1);
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    u8::try_from(code).unwrap_or(1)
 }
 
 /// Blocks until stdout or stderr reports that its reader is gone (the

@@ -5,9 +5,12 @@
 
 mod docker_group;
 mod files;
+pub(crate) use files::ensure_root_dir;
 mod hostkeys;
 mod settings;
 mod sshd_config;
+mod sshd_probe;
+mod upstreams;
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE, SAFE_PATH, SESSION_USER};
 use crate::exit::{self, Failure, Tool};
@@ -102,7 +105,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
     let merged = merge_keys(&[&s.keys_host, &s.keys_repo])?;
     files::write_root_file(&p.merged_keys_file, &merged, 0o644)
         .map_err(|e| BootError::io(format!("write {}", p.merged_keys_file.display()), e))?;
-    let n_keys = count_keys(&merged) + count_dir_keys(&s.keys_dir);
+    let n_keys = count_keys(&merged) + count_dir_keys(&s.keys_dir, &merged);
     if n_keys == 0 {
         log(&format!(
             "warning: no authorized keys at all (users.d {}, {}, {}): nobody can log in until a key is added to users.d, which is read at every login",
@@ -119,6 +122,13 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
 
     align_docker_group(&p.docker_socket, &p.group_file)?;
 
+    let up = upstreams::UpstreamPaths::new(
+        &p.run_dir,
+        p.under("/etc/ssh/ssh_config.d/bastion-upstreams.conf"),
+    );
+    let with_agent = upstreams::prepare(&s.upstreams, &up)?;
+
+    let rules_snapshot = write_rules_snapshot(&s, &p.runtime_file)?;
     // A TTY for an interactive FORCE_COMMAND, and for every session
     // container (the image's shell, or a tool run with `ssh -tt`).
     let pty = matches!(s.mode, Mode::Force { .. }) || s.session.is_some();
@@ -128,7 +138,13 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
     let runtime = Runtime {
         user: SESSION_USER.to_owned(),
         mode: s.mode.clone(),
-        allowed_commands: s.allowed_commands.clone(),
+        // The snapshot holds the rules; the runtime file, read by every
+        // request, does not carry them twice.
+        allowed_commands: if rules_snapshot.is_some() {
+            String::new()
+        } else {
+            s.allowed_commands.clone()
+        },
         allowed_commands_file: p.allowed_commands_file.clone(),
         command_prefix: s.command_prefix.clone(),
         command_lock: s.command_lock,
@@ -137,13 +153,16 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         merged_keys_file: p.merged_keys_file.clone(),
         pty,
         session: s.session.clone(),
+        agent_socket: with_agent.then(|| up.socket.clone()),
+        rules_snapshot,
+        monitor_socket: (!prepare_only).then(|| crate::monitor::socket_path(&p.runtime_file)),
     };
     let json = serde_json::to_vec_pretty(&runtime)
         .map_err(|e| BootError::Failed(format!("cannot encode the runtime file: {e}")))?;
     files::write_root_file(&p.runtime_file, &json, 0o644)
         .map_err(|e| BootError::io(format!("write {}", p.runtime_file.display()), e))?;
 
-    let config = render_sshd_config(&s, &host_keys, pty)?;
+    let config = render_sshd_config(&s, &sshd, &host_keys, pty)?;
     files::write_root_file(&p.sshd_config, config.as_bytes(), 0o644)
         .map_err(|e| BootError::io(format!("write {}", p.sshd_config.display()), e))?;
     check_sshd_config(&sshd, &p.sshd_config)?;
@@ -164,13 +183,28 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         return Ok(());
     }
 
-    if let Some(creds) = s.credentials {
-        let cgi = p.bin_dir.join("bastion-cgi");
-        crate::cgi::spawn_listener(&cgi, &p.runtime_file, s.http_port, creds)
-            .map_err(|e| BootError::io(format!("start the HTTP listener {}", cgi.display()), e))?;
-        log(&format!("HTTP listener started on port {}", s.http_port));
-    } else {
-        log("HTTP is off (no HTTP_BASIC_AUTH or HTTP_TOKEN)");
+    if with_agent {
+        upstreams::start(&s.upstreams, &up, &p.bin_dir.join("bastion-agent-proxy"))?;
+    }
+
+    // sshd's stderr is one end of a sequenced-packet pair (one record per
+    // log message); the monitor relays the other end escaped.
+    let (log_read, log_write) = crate::sys::socket::seqpacket_pair()
+        .map_err(|e| BootError::io("create the sshd log socket".into(), e))?;
+    let monitor = p.bin_dir.join("bastion-monitor");
+    let http_port = s.credentials.is_some().then_some(s.http_port);
+    spawn_monitor(
+        &monitor,
+        &p.runtime_file,
+        log_read,
+        &s,
+        s.credentials.as_ref(),
+    )?;
+    match http_port {
+        Some(port) => log(&format!(
+            "HTTP listener on port {port}, kept by the monitor"
+        )),
+        None => log("HTTP is off (no HTTP_BASIC_AUTH or HTTP_TOKEN)"),
     }
 
     // sshd gets a clean environment: the container's (HTTP secrets
@@ -179,6 +213,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         .command(&sshd)
         .args(["-D", "-e", "-f"])
         .arg(&p.sshd_config)
+        .stderr(std::process::Stdio::from(log_write))
         .exec();
     Err(BootError::io(format!("exec {}", sshd.display()), err))
 }
@@ -218,6 +253,82 @@ fn prepare_sessions(session: &crate::container::SessionRuntime) -> Result<(), Bo
     Ok(())
 }
 
+/// Starts `bastion-monitor` (root, for the container's life) with the read
+/// end of sshd's log as descriptor 3 and the HTTP credentials on a pipe,
+/// and waits until its event socket answers.
+fn spawn_monitor(
+    exe: &Path,
+    runtime_file: &Path,
+    log_read: std::os::fd::OwnedFd,
+    s: &Settings,
+    creds: Option<&crate::cgi::Credentials>,
+) -> Result<(), BootError> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    let fail = |e| BootError::io(format!("start the monitor {}", exe.display()), e);
+    let log_read = crate::sys::fd::dup_high(&log_read).map_err(fail)?;
+    let mut cmd = SessionEnv::safe_path().command(exe);
+    cmd.arg("--runtime")
+        .arg(runtime_file)
+        .arg("--sshd-log-fd")
+        .arg("3")
+        .arg("--log-format")
+        .arg(s.log_format.name())
+        .stdin(std::process::Stdio::piped());
+    if creds.is_some() {
+        cmd.arg("--http-port").arg(s.http_port.to_string());
+    }
+    if let Some(m) = s.metrics_port {
+        cmd.arg("--metrics-port").arg(m.to_string());
+    }
+    crate::sys::fd::pass_fds(&mut cmd, vec![(log_read.as_raw_fd(), 3)]).map_err(fail)?;
+    let mut child = cmd.spawn().map_err(fail)?;
+    drop(log_read);
+    if let Some(mut pipe) = child.stdin.take() {
+        if let Some(c) = creds {
+            pipe.write_all(&c.to_wire()).map_err(fail)?;
+        }
+    }
+    let socket = crate::monitor::socket_path(runtime_file);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(BootError::Failed(format!(
+                "the monitor {} exited at start ({status}); see its message above",
+                exe.display()
+            )));
+        }
+        let answered = crate::monitor::protocol::Client::connect(&socket)
+            .and_then(|mut c| c.ask(&crate::monitor::protocol::Msg::Ping))
+            .is_ok();
+        if answered {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(BootError::Failed(format!(
+                "the monitor did not answer on {} within 15 s",
+                socket.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Broker mode: `ALLOWED_COMMANDS` (validated already) compiled once into a
+/// root-owned file next to the runtime file, written before the runtime
+/// file that names it, so no request sees one without the other.
+fn write_rules_snapshot(s: &Settings, runtime_file: &Path) -> Result<Option<PathBuf>, BootError> {
+    if !matches!(s.mode, Mode::Broker) {
+        return Ok(None);
+    }
+    let path = crate::broker::snapshot::path_for(runtime_file);
+    let bytes = crate::broker::snapshot::compile(&s.allowed_commands).map_err(BootError::Failed)?;
+    files::write_root_file(&path, &bytes, 0o644)
+        .map_err(|e| BootError::io(format!("write {}", path.display()), e))?;
+    Ok(Some(path))
+}
+
 /// The key index's socket directory, next to the runtime file: owned by
 /// `nobody` (sshd's AuthorizedKeysCommandUser), mode 0700, so no other
 /// user can plant or squat the socket. Without a `nobody` user, lookups
@@ -235,7 +346,7 @@ fn prepare_key_index_dir(runtime_file: &Path) -> Result<(), BootError> {
         .map_err(|e| BootError::io(format!("prepare {}", dir.display()), e))
 }
 
-fn find_program(name: &str) -> Result<PathBuf, BootError> {
+pub(super) fn find_program(name: &str) -> Result<PathBuf, BootError> {
     SAFE_PATH
         .split(':')
         .map(|d| Path::new(d).join(name))
@@ -279,17 +390,52 @@ fn count_keys(bytes: &[u8]) -> usize {
 
 /// Valid keys in `users.d`, read the way `bastion-keys` reads them (no
 /// symlinks, no FIFOs or devices, bounded size), so a hostile entry can
-/// neither hang nor exhaust the boot.
-fn count_dir_keys(dir: &Path) -> usize {
+/// neither hang nor exhaust the boot. Warns about each key there or in the
+/// merged file that sshd's hardened algorithms will refuse.
+fn count_dir_keys(dir: &Path, merged: &[u8]) -> usize {
     use crate::keys::source;
-    let Ok(names) = source::list_dir(dir) else {
-        return 0;
+    let mut found = source::FileKeys::default();
+    source::parse_into(merged, "merged", "merged", &mut found);
+    let mut n = 0;
+    if let Ok(names) = source::list_dir(dir) {
+        for name in &names {
+            if let Some(entry) = source::read_entry(dir, name) {
+                n += entry.keys.len();
+                found.keys.extend(entry.keys);
+            }
+        }
+    }
+    let refused: Vec<String> = found.keys.iter().filter_map(refused_key).collect();
+    const SHOWN: usize = 20;
+    for r in refused.iter().take(SHOWN) {
+        log(&format!("warning: {r}"));
+    }
+    if refused.len() > SHOWN {
+        log(&format!(
+            "warning: and {} more keys sshd will refuse",
+            refused.len() - SHOWN
+        ));
+    }
+    n
+}
+
+/// Why sshd will refuse `k` (its `PubkeyAcceptedAlgorithms` take ed25519
+/// and RSA only, `RequiredRSASize` 3072), if it will.
+fn refused_key(k: &crate::keys::source::FoundKey) -> Option<String> {
+    let why = match k.key.rsa_bits() {
+        Some(bits) if bits < hostkeys::MIN_RSA_BITS => {
+            format!("RSA keys under {} bits are refused", hostkeys::MIN_RSA_BITS)
+        }
+        Some(_) => return None,
+        None if k.key.kind.contains("ecdsa") => {
+            "ECDSA keys are not among the hardened algorithms".to_owned()
+        }
+        None => return None,
     };
-    names
-        .iter()
-        .filter_map(|name| source::read_entry(dir, name))
-        .map(|found| found.keys.len())
-        .sum()
+    Some(format!(
+        "key {} of {} (line {}, {}) will be refused by sshd: {why}; use an ed25519 key (ssh-keygen -t ed25519)",
+        k.fingerprint, k.identity, k.line, k.key.kind
+    ))
 }
 
 fn align_docker_group(socket: &Path, group_file: &Path) -> Result<(), BootError> {
@@ -322,7 +468,12 @@ fn align_docker_group(socket: &Path, group_file: &Path) -> Result<(), BootError>
     Ok(())
 }
 
-fn render_sshd_config(s: &Settings, host_keys: &[PathBuf], pty: bool) -> Result<String, BootError> {
+fn render_sshd_config(
+    s: &Settings,
+    sshd: &Path,
+    host_keys: &[hostkeys::HostKey],
+    pty: bool,
+) -> Result<String, BootError> {
     let p = &s.paths;
     let template = std::fs::read_to_string(&p.template).map_err(|e| {
         BootError::io(
@@ -339,17 +490,71 @@ fn render_sshd_config(s: &Settings, host_keys: &[PathBuf], pty: bool) -> Result<
         }
         Ok(argv)
     };
+    let key_paths: Vec<PathBuf> = host_keys.iter().map(|k| k.path.clone()).collect();
+    if key_paths.is_empty() {
+        return Err(BootError::Failed("no host key sshd can serve".to_owned()));
+    }
+    let installed = sshd_probe::InstalledSshd::probe(sshd, &key_paths)?;
+
+    // Diffie-Hellman group exchange with the system's groups of 3072 bits
+    // or more only; without any, that key exchange is left out.
+    let system_moduli = installed.default_moduli_file();
+    let (moduli, groups) = sshd_probe::strong_moduli(&sshd_probe::read_moduli(&system_moduli)?);
+    let moduli_file = p.run_dir.join("moduli");
+    files::write_root_file(&moduli_file, moduli.as_bytes(), 0o644)
+        .map_err(|e| BootError::io(format!("write {}", moduli_file.display()), e))?;
+    if groups == 0 {
+        log(&format!(
+            "warning: {} has no Diffie-Hellman group of 3072 bits or more: {} is not offered",
+            system_moduli.display(),
+            sshd_config::GROUP_EXCHANGE
+        ));
+    }
+
+    let legacy: Vec<String> = host_keys
+        .iter()
+        .filter_map(|k| k.extra_algorithm.clone())
+        .collect();
+    let algorithms =
+        sshd_config::algorithms(&installed, &legacy, groups > 0).map_err(BootError::Failed)?;
     let values = sshd_config::SshdValues {
         port: s.ssh_port,
         listen: s.listen.clone(),
-        host_keys: host_keys.to_vec(),
+        host_keys: key_paths,
         user: SESSION_USER.to_owned(),
         permit_tty: pty,
         force_command: bin("bastion-wrapper")?,
         keys_command: bin("bastion-keys")?,
+        moduli_file,
+        algorithms: algorithms.text,
     };
-    sshd_config::render(&template, &values)
-        .map_err(|e| BootError::Failed(format!("cannot render {}: {e}", p.template.display())))
+    let rendered = sshd_config::render(&template, &values, &installed)
+        .map_err(|e| BootError::Failed(format!("cannot render {}: {e}", p.template.display())))?;
+    let mut note = format!(
+        "sshd {}: algorithms of ssh-audit's \"{}\"",
+        installed.release(),
+        algorithms.policy
+    );
+    if !algorithms.left_out.is_empty() {
+        note.push_str(&format!(
+            "; not supported here: {}",
+            algorithms.left_out.join(", ")
+        ));
+    }
+    if !rendered.unsupported.is_empty() {
+        note.push_str(&format!(
+            "; options this sshd lacks: {}",
+            rendered.unsupported.join(", ")
+        ));
+    }
+    if !legacy.is_empty() {
+        note.push_str(&format!(
+            "; also offered for legacy host keys: {}",
+            legacy.join(", ")
+        ));
+    }
+    log(&note);
+    Ok(rendered.text)
 }
 
 fn check_sshd_config(sshd: &Path, config: &Path) -> Result<(), BootError> {

@@ -72,6 +72,12 @@ pub(super) struct Settings {
     pub(super) credentials: Option<Credentials>,
     /// Session containers (SPEC 12), checked against the engine.
     pub(super) session: Option<crate::container::SessionRuntime>,
+    /// `UPSTREAMS`, every key and pin checked (SPEC 13).
+    pub(super) upstreams: Vec<crate::upstream::Checked>,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub(super) log_format: crate::monitor::Format,
+    /// `METRICS_PORT`: unset, no metrics.
+    pub(super) metrics_port: Option<u16>,
     /// Problems worth a line in the log that do not stop the boot.
     pub(super) warnings: Vec<String>,
 }
@@ -94,6 +100,29 @@ mod var {
     pub(super) const AUTHORIZED_KEYS_DIR: &str = "AUTHORIZED_KEYS_DIR";
     pub(super) const AUTHORIZED_KEYS_HOST: &str = "AUTHORIZED_KEYS_HOST";
     pub(super) const AUTHORIZED_KEYS_REPO: &str = "AUTHORIZED_KEYS_REPO";
+    pub(super) const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub(super) const METRICS_PORT: &str = "METRICS_PORT";
+}
+
+/// `LOG_FORMAT` (text or json) and `METRICS_PORT` (unset: no metrics).
+fn read_audit(env: &mut Env<'_>) -> (crate::monitor::Format, Option<u16>) {
+    let format = match env.get(var::LOG_FORMAT) {
+        None => crate::monitor::Format::Text,
+        Some(v) => crate::monitor::Format::parse(v.trim()).unwrap_or_else(|| {
+            env.errors.push(ConfigError::new(
+                var::LOG_FORMAT,
+                Some(&v),
+                "is not a log format",
+                "use text (the default) or json",
+            ));
+            crate::monitor::Format::Text
+        }),
+    };
+    let metrics = env
+        .get(var::METRICS_PORT)
+        .map(|_| env.port(var::METRICS_PORT, 0))
+        .filter(|&p| p != 0);
+    (format, metrics)
 }
 
 /// Reads variables through a lookup (the process environment at boot, a
@@ -419,6 +448,19 @@ impl Settings {
             ));
         }
 
+        let upstreams = upstreams_from_env(&mut env, &paths);
+        let (log_format, metrics_port) = read_audit(&mut env);
+        if let Some(m) = metrics_port {
+            if m == net.ssh_port || (credentials.is_some() && m == net.http_port) {
+                env.errors.push(ConfigError::new(
+                    var::METRICS_PORT,
+                    Some(&m.to_string()),
+                    "is the same as SSH_PORT or HTTP_PORT",
+                    "give the metrics their own port",
+                ));
+            }
+        }
+
         // Last: these ask the engine, and report with everything else.
         let session = session_settings.and_then(|ss| {
             crate::container::boot::check(
@@ -434,6 +476,8 @@ impl Settings {
         }
         Ok(Settings {
             session,
+            log_format,
+            metrics_port,
             paths,
             mode: mode.mode,
             allowed_commands: mode.allowed_commands,
@@ -446,8 +490,47 @@ impl Settings {
             keys_host: keys.host,
             keys_repo: keys.repo,
             credentials,
+            upstreams,
             warnings,
         })
+    }
+}
+
+/// `UPSTREAMS` and `UPSTREAM_KNOWN_HOSTS` (SPEC 13): parsed, then every
+/// key file and pin checked, all problems reported together.
+fn upstreams_from_env(env: &mut Env<'_>, paths: &Paths) -> Vec<crate::upstream::Checked> {
+    use crate::upstream::{self, DEFAULT_KNOWN_HOSTS, KNOWN_HOSTS_VAR, VAR};
+    let text = env.get(VAR).unwrap_or_default();
+    let known_hosts = env.path(KNOWN_HOSTS_VAR, paths.under(DEFAULT_KNOWN_HOSTS));
+    let declared = match upstream::parse(&text) {
+        Ok(d) => d,
+        Err(es) => {
+            env.errors.extend(es);
+            return Vec::new();
+        }
+    };
+    if declared.is_empty() {
+        return Vec::new();
+    }
+    let Some(keygen) = config::SAFE_PATH
+        .split(':')
+        .map(|d| Path::new(d).join("ssh-keygen"))
+        .find(|p| p.is_file())
+    else {
+        env.errors.push(ConfigError::new(
+            VAR,
+            None,
+            "ssh-keygen is not installed, so the keys cannot be checked",
+            "use the bastion image (it carries openssh-keygen)",
+        ));
+        return Vec::new();
+    };
+    match upstream::validate(declared, &known_hosts, config::SESSION_USER, &keygen) {
+        Ok(v) => v,
+        Err(es) => {
+            env.errors.extend(es);
+            Vec::new()
+        }
     }
 }
 

@@ -6,10 +6,13 @@
 
 mod docker;
 
+mod audit;
 mod broker;
+mod crypto;
 mod force_command;
 mod keys;
 mod lifecycle;
 mod podman;
 mod quickstart;
 mod session;
+mod upstream;

@@ -3,11 +3,16 @@
 //! `ssh` client logs in through `sshd -i` (or a real listening sshd) with
 //! the real `bastion-keys`, `bastion-wrapper` and `bastion-broker`.
 
-mod fixture;
+pub(crate) mod fixture;
 
 mod boot;
 mod broker;
+pub mod crypto;
+mod exhaustion;
 mod force;
 mod hardening;
 mod lock;
+mod one_uid;
+mod rules_snapshot;
+mod upstream;
 mod wrapper;
