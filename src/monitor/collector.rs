@@ -243,12 +243,18 @@ async fn connection(stream: UnixStream, shared: Shared) {
             }
             Msg::Register { container } => {
                 let s = session.as_mut().expect("checked above");
-                s.resources.push(Resource::Container(container));
-                None
+                let error = register(&shared, s, container);
+                Some(Reply {
+                    session: None,
+                    identity: None,
+                    error,
+                })
             }
             Msg::End { exit } => {
                 let s = session.as_ref().expect("checked above");
                 end(&shared, s, &exit);
+                // The runner removed its container before reporting the end.
+                containers_ended(&shared, s, if exit == "125" { "failed" } else { "started" });
                 ended = true;
                 Some(Reply {
                     session: Some(s.id.clone()),
@@ -268,8 +274,67 @@ async fn connection(stream: UnixStream, shared: Shared) {
     if let Some(s) = &session {
         if !ended {
             end(&shared, s, "lost");
+            reap(&shared, s).await;
         }
     }
+}
+
+/// A session container the session will create: only the one named after
+/// this session's own id, only where session containers are configured,
+/// one per session. `None` when accepted, else why not.
+fn register(shared: &Shared, s: &mut Session, container: String) -> Option<String> {
+    if shared.engine.is_none() {
+        return Some("this bastion runs no session containers".into());
+    }
+    if container != crate::container::plan::container_name(&s.id)
+        || !crate::container::watch::is_session_name(&container)
+    {
+        return Some("not this session's container name".into());
+    }
+    if !s.resources.is_empty() {
+        return Some("a container is registered already".into());
+    }
+    s.resources.push(Resource::Container(container));
+    shared.state.lock().unwrap().metrics.containers_active += 1;
+    None
+}
+
+/// Counts the session's containers as ended with `outcome`.
+fn containers_ended(shared: &Shared, s: &Session, outcome: &'static str) {
+    let n = s.resources.len();
+    if n == 0 {
+        return;
+    }
+    let mut st = shared.state.lock().unwrap();
+    st.metrics.containers_active -= n as i64;
+    *st.metrics.containers.entry(outcome).or_default() += n as u64;
+}
+
+/// The session's connection dropped without an end (its runner was
+/// killed, or died): `ENGINE rm -f` each container it registered. The
+/// monitor outlives the runner and the engine CLI, and the session cannot
+/// signal it.
+async fn reap(shared: &Shared, s: &Session) {
+    let Some(engine) = shared.engine.clone() else {
+        return;
+    };
+    for Resource::Container(name) in s.resources.clone() {
+        let engine = engine.clone();
+        let n = name.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            crate::container::reap::remove_container(&engine, &n)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match r {
+            Ok(()) => shared.note(&format!(
+                "removed session container {name} (session {} lost)",
+                s.id
+            )),
+            Err(e) => shared.note(&format!("warning: {e}")),
+        }
+    }
+    containers_ended(shared, s, "reaped");
 }
 
 /// The common fields of SPEC 11 (`ts` and `event` are added by render).
@@ -334,6 +399,7 @@ async fn start(
         "force" => "force",
         "broker" => "broker",
         "session" => "session",
+        "image" => "image",
         _ => return Err("unknown mode".into()),
     };
     let (transport, identity, client, key) = if is_listener_child_or_self(shared, pid, false) {

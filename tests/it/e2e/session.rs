@@ -649,22 +649,39 @@ fn session_config_errors_are_all_reported_with_78() {
 }
 
 #[test]
-#[ignore = "needs bastion-monitor in the image: the runner registers each container with it (container::watch)"]
 fn sigkilled_session_processes_leave_no_container() {
     let image = require();
     let dev = dev_image(&image);
     let net = Network::new("sesskill");
     let b = bastion(
         &net,
-        &[&format!("SESSION_IMAGE={dev}"), "SESSION_PULL=never"],
-        &[],
+        &[
+            &format!("SESSION_IMAGE={dev}"),
+            "SESSION_PULL=never",
+            "METRICS_PORT=9100",
+        ],
+        &["-p", "127.0.0.1::9100"],
     );
+    let metrics = || {
+        let m = curl(b.container.port(9100), "/metrics", &[]);
+        assert_eq!(m.status, 200);
+        m.body
+    };
+    // A session that ends by itself first: its runner removes the container.
+    let out = ssh(b.port, &b.key, false, &[], b"exit 3\n");
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     let port = b.port;
     let key = b.key.clone();
     let client = std::thread::spawn(move || ssh(port, &key, false, &[], b"sleep 300\n"));
     assert!(
         eventually(Duration::from_secs(20), || b.sessions().len() == 1),
         "no session container"
+    );
+    let name = b.sessions().remove(0);
+    assert!(
+        metrics().contains("bastion_session_containers_active 1"),
+        "{}",
+        metrics()
     );
     // The session's processes in the bastion: the wrapper and the CLI.
     let victims: Vec<String> = b
@@ -678,10 +695,32 @@ fn sigkilled_session_processes_leave_no_container() {
     let mut kill = vec!["kill", "-KILL"];
     kill.extend(victims.iter().map(String::as_str));
     b.container.exec_ok(&kill);
+    // SPEC 12: gone within 10 s of its session's processes.
     assert!(
-        eventually(Duration::from_secs(20), || b.sessions().is_empty()),
+        eventually(Duration::from_secs(10), || b.sessions().is_empty()),
         "session container outlived its killed processes: {:?}",
         b.sessions()
     );
     let _ = client.join();
+    let m = metrics();
+    for want in [
+        "bastion_session_containers_total{outcome=\"started\"} 1",
+        "bastion_session_containers_total{outcome=\"reaped\"} 1",
+        "bastion_session_containers_total{outcome=\"failed\"} 0",
+        "bastion_session_containers_active 0",
+    ] {
+        assert!(m.contains(want), "{want} missing:\n{m}");
+    }
+    // The audit trail names the container of the lost session.
+    let logs = b.container.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("session.end")
+            && l.contains("exit=lost")
+            && l.contains(&format!("container={name}"))),
+        "no session.end naming {name} as lost:\n{logs}"
+    );
+    assert!(
+        logs.contains(&format!("removed session container {name}")),
+        "{logs}"
+    );
 }
