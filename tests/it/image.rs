@@ -367,10 +367,7 @@ fn drift_in_any_fact_is_reported() {
         ),
         ("install -d -m 0700", "install -d -m 0755"),
         (" /run/bastion \\", " \\"),
-        (
-            " bin/bastion-agent-proxy /usr/local/bin/",
-            " /usr/local/bin/",
-        ),
+        (" bin/bastion-agent-proxy bin/", " bin/"),
         (" bin/bastion-monitor /usr/local/bin/", " /usr/local/bin/"),
         ("chmod 0755 /usr/local/bin", "chmod 0775 /usr/local/bin"),
         ("chmod go-w / /etc /usr", "chmod go-w /etc /usr"),
