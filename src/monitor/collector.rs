@@ -504,3 +504,84 @@ fn session_id() -> Result<String, String> {
         .map_err(|e| format!("no random session id: {e}"))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn shared(containers: bool) -> Shared {
+        Shared {
+            state: Arc::new(Mutex::new(super::super::State {
+                logins: Default::default(),
+                metrics: Default::default(),
+                listener: None,
+            })),
+            logins_changed: Arc::new(tokio::sync::Notify::new()),
+            out: super::super::output::Output::start(Box::new(std::io::sink()), false),
+            format: Format::Text,
+            user: "agent".into(),
+            engine: containers.then(|| {
+                Arc::new(crate::container::engine::Engine {
+                    kind: crate::container::settings::EngineKind::Docker,
+                    cli: "/bin/false".into(),
+                    host: None,
+                    podman: false,
+                })
+            }),
+        }
+    }
+
+    fn session(id: &str) -> Session {
+        Session {
+            id: id.into(),
+            identity: "alice".into(),
+            transport: "ssh",
+            mode: "image",
+            client: "127.0.0.1".into(),
+            key: None,
+            started: Instant::now(),
+            outcome: None,
+            resources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_session_registers_only_its_own_container_once() {
+        let sh = shared(true);
+        let mut s = session("0123456789abcdef");
+        for hostile in [
+            "bastion-session-fedcba9876543210",
+            "bastion-session-0123456789ABCDEF",
+            "bastion-session-0123456789abcdef0",
+            "bastion-session-0123456789abcdef; rm -rf /",
+            "--all",
+            "my-database",
+            "",
+        ] {
+            assert!(
+                register(&sh, &mut s, hostile.into()).is_some(),
+                "{hostile:?} accepted"
+            );
+        }
+        assert!(s.resources.is_empty());
+        assert_eq!(
+            register(&sh, &mut s, "bastion-session-0123456789abcdef".into()),
+            None
+        );
+        assert!(register(&sh, &mut s, "bastion-session-0123456789abcdef".into()).is_some());
+        assert_eq!(sh.state.lock().unwrap().metrics.containers_active, 1);
+        containers_ended(&sh, &s, "started");
+        let st = sh.state.lock().unwrap();
+        assert_eq!(st.metrics.containers_active, 0);
+        assert_eq!(st.metrics.containers.get("started"), Some(&1));
+    }
+
+    #[test]
+    fn a_bastion_without_session_containers_registers_none() {
+        let sh = shared(false);
+        let mut s = session("0123456789abcdef");
+        assert!(register(&sh, &mut s, "bastion-session-0123456789abcdef".into()).is_some());
+        assert!(s.resources.is_empty());
+    }
+}
