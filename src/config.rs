@@ -25,6 +25,9 @@ pub(crate) enum Mode {
     Force { command: String },
     /// Run the client's request if an allowlist rule matches.
     Broker,
+    /// Neither: the session container runs its image's own command (only
+    /// with `SESSION_IMAGE`, SPEC 12).
+    Image,
 }
 
 /// `COMMAND_LOCK` (SPEC 5).
@@ -90,6 +93,9 @@ pub(crate) struct Runtime {
     pub(crate) merged_keys_file: PathBuf,
     /// Whether keys carry `pty` (an interactive FORCE_COMMAND needs a TTY).
     pub(crate) pty: bool,
+    /// Session containers (SPEC 12), when `SESSION_IMAGE` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) session: Option<crate::container::SessionRuntime>,
     /// The monitor's event socket when one runs (full boot); absent for
     /// `--prepare-only` and outside the image. When it is set and cannot
     /// be reached, sessions are refused (fail closed).

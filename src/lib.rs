@@ -15,6 +15,7 @@ pub mod wrapper;
 pub(crate) mod audit;
 pub(crate) mod checked;
 pub(crate) mod config;
+pub(crate) mod container;
 pub(crate) mod exit;
 pub(crate) mod lock;
 pub(crate) mod session;

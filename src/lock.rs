@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// What a client sees when another run holds the lock, or (session
+/// containers) every `SESSION_MAX` slot is taken: the shell version's
+/// exact line, so retrying clients keep working.
+pub(crate) const BUSY_LINE: &str = "busy: another run is in progress";
+
 /// Held for as long as this value and every process that inherited its
 /// descriptor live. `None` inside: `COMMAND_LOCK=none`.
 #[derive(Debug)]

@@ -47,6 +47,9 @@ pub(crate) struct Launcher {
     /// How long output may wait for a client that does not read before the
     /// client counts as gone.
     pub(crate) stall_timeout: std::time::Duration,
+    /// Session containers: `SESSION_MAX` is checked here, before the
+    /// response starts, so a full bastion answers 503.
+    pub(crate) session_slots: Option<crate::container::slots::SlotDir>,
     /// The monitor's event socket, when one runs.
     pub(crate) monitor: Option<PathBuf>,
 }
@@ -64,12 +67,18 @@ impl Launcher {
     }
 }
 
+/// The descriptor number a held session slot has in the wrapper.
+const SLOT_FD: i32 = 3;
+
 /// One command to run.
 pub(crate) struct Job {
     pub(crate) request: Option<Vec<u8>>,
     pub(crate) want_trailers: bool,
     pub(crate) entry: Entry,
     pub(crate) permit: OwnedSemaphorePermit,
+    /// The session slot taken for this request, held until the wrapper is
+    /// reaped.
+    pub(crate) slot: Option<crate::container::slots::Slot>,
 }
 
 impl Launcher {
@@ -103,6 +112,10 @@ impl Launcher {
             .stdout(writer.try_clone()?)
             .stderr(writer)
             .process_group(0);
+        if let Some(slot) = &job.slot {
+            cmd.arg("--session-slot-fd").arg(SLOT_FD.to_string());
+            crate::sys::fd::pass_to_child(cmd.as_std_mut(), slot.share()?, SLOT_FD);
+        }
         let child = cmd.spawn()?;
         // Our copies of the write end go with `cmd`: EOF comes when the
         // command's processes have closed theirs.
@@ -157,6 +170,7 @@ async fn supervise(
         want_trailers,
         entry,
         permit,
+        slot,
         ..
     } = job;
     let mut stop = pump(&mut pipe, &tx, &mut shutdown, stall_timeout).await;
@@ -210,6 +224,7 @@ async fn supervise(
     }
     drop(tx);
     drop(permit);
+    drop(slot);
     entry.log(Some(200), exit, note.as_deref());
 }
 

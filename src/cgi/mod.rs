@@ -184,6 +184,13 @@ fn run(args: Args) -> Result<(), Failure> {
         account: account.clone(),
         workdir,
         stall_timeout: Duration::from_secs(args.stall_timeout),
+        session_slots: runtime
+            .session
+            .as_ref()
+            .map(|s| crate::container::slots::SlotDir {
+                dir: s.slots_dir.clone(),
+                max: s.max,
+            }),
         monitor: runtime.monitor_socket.clone(),
     };
     let limits = server::Limits {

@@ -424,12 +424,35 @@ impl App {
             return log(&entry, r);
         };
 
+        let slot = match &self.launcher.session_slots {
+            None => None,
+            Some(s) => match crate::container::slots::acquire(&s.dir, s.max) {
+                Ok(Some(slot)) => Some(slot),
+                Ok(None) => {
+                    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, crate::lock::BUSY_LINE);
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return log(&entry, r);
+                }
+                Err(e) => {
+                    eprintln!("bastion-cgi: no session slot: {e}");
+                    return log(
+                        &entry,
+                        closing(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal error: the command could not be started",
+                        ),
+                    );
+                }
+            },
+        };
         let want_trailers = wants_trailers(&req);
         let job = Job {
             request,
             want_trailers,
             entry: entry.clone(),
             permit,
+            slot,
         };
         match self.launcher.start(job, self.shutdown.clone()) {
             Ok(output) => {

@@ -129,7 +129,12 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
     let with_agent = upstreams::prepare(&s.upstreams, &up)?;
 
     let rules_snapshot = write_rules_snapshot(&s, &p.runtime_file)?;
-    let pty = matches!(s.mode, Mode::Force { .. });
+    // A TTY for an interactive FORCE_COMMAND, and for every session
+    // container (the image's shell, or a tool run with `ssh -tt`).
+    let pty = matches!(s.mode, Mode::Force { .. }) || s.session.is_some();
+    if let Some(session) = &s.session {
+        prepare_sessions(session)?;
+    }
     let runtime = Runtime {
         user: SESSION_USER.to_owned(),
         mode: s.mode.clone(),
@@ -147,6 +152,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         authorized_keys_dir: s.keys_dir.clone(),
         merged_keys_file: p.merged_keys_file.clone(),
         pty,
+        session: s.session.clone(),
         agent_socket: with_agent.then(|| up.socket.clone()),
         rules_snapshot,
         monitor_socket: (!prepare_only).then(|| crate::monitor::socket_path(&p.runtime_file)),
@@ -165,6 +171,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         match &s.mode {
             Mode::Force { .. } => "force-command",
             Mode::Broker => "broker",
+            Mode::Image => "image command",
         },
         s.command_lock,
         s.ssh_port,
@@ -209,6 +216,41 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         .stderr(std::process::Stdio::from(log_write))
         .exec();
     Err(BootError::io(format!("exec {}", sshd.display()), err))
+}
+
+/// Session containers: the `SESSION_MAX` slot files, and the removal of
+/// every container an earlier run of this instance left behind.
+fn prepare_sessions(session: &crate::container::SessionRuntime) -> Result<(), BootError> {
+    use crate::container::reap;
+    crate::container::slots::prepare(&session.slots_dir, session.max)
+        .map_err(|e| BootError::io(format!("prepare {}", session.slots_dir.display()), e))?;
+    match reap::remove_instance(&session.engine, &session.instance) {
+        Ok(removed) => {
+            for r in removed {
+                match r {
+                    Ok(name) => log(&format!(
+                        "removed session container {name} left by an earlier run"
+                    )),
+                    Err(e) => log(&format!("warning: {e}")),
+                }
+            }
+        }
+        Err(e) => log(&format!("warning: {e}")),
+    }
+    log(&format!(
+        "session containers: {} image {} ({}), network {}, at most {} at once{}",
+        session.engine.kind,
+        session.image,
+        session.image_id,
+        session.network,
+        session.max,
+        if session.timeout_secs > 0 {
+            format!(", {} s each", session.timeout_secs)
+        } else {
+            String::new()
+        }
+    ));
+    Ok(())
 }
 
 /// Starts `bastion-monitor` (root, for the container's life) with the read

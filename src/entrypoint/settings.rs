@@ -70,6 +70,8 @@ pub(super) struct Settings {
     pub(super) keys_host: PathBuf,
     pub(super) keys_repo: PathBuf,
     pub(super) credentials: Option<Credentials>,
+    /// Session containers (SPEC 12), checked against the engine.
+    pub(super) session: Option<crate::container::SessionRuntime>,
     /// `UPSTREAMS`, every key and pin checked (SPEC 13).
     pub(super) upstreams: Vec<crate::upstream::Checked>,
     /// `LOG_FORMAT`: `text` (default) or `json`.
@@ -241,8 +243,11 @@ fn read_network(env: &mut Env<'_>) -> Network {
     }
 }
 
-fn read_lock(env: &mut Env<'_>) -> LockPolicy {
+/// `sessions`: session containers are on. They share nothing, so sessions
+/// run side by side (bounded by SESSION_MAX) unless a lock is asked for.
+fn read_lock(env: &mut Env<'_>, sessions: bool) -> LockPolicy {
     match env.get(var::COMMAND_LOCK) {
+        None if sessions => LockPolicy::None,
         None => LockPolicy::Exclusive,
         Some(v) => LockPolicy::parse(&v).unwrap_or_else(|problem| {
             env.errors.push(ConfigError::new(
@@ -290,6 +295,7 @@ fn read_mode(
     env: &mut Env<'_>,
     list_path: &Path,
     list: ListFile,
+    sessions: bool,
     warnings: &mut Vec<String>,
 ) -> ModeSettings {
     let force = env.get(var::FORCE_COMMAND);
@@ -328,6 +334,9 @@ fn read_mode(
         Mode::Broker
     } else if let Some(command) = force {
         Mode::Force { command }
+    } else if sessions {
+        // SPEC 12: neither: the session container runs its image's command.
+        Mode::Image
     } else {
         env.errors.push(ConfigError::new(
             var::FORCE_COMMAND,
@@ -336,7 +345,7 @@ fn read_mode(
                 "no mode configured: neither FORCE_COMMAND nor ALLOWED_COMMANDS is set and {} does not exist",
                 list_path.display()
             ),
-            "set FORCE_COMMAND for force-command mode, or ALLOWED_COMMANDS (or mount the list file) for broker mode",
+            "set FORCE_COMMAND for force-command mode, ALLOWED_COMMANDS (or mount the list file) for broker mode, or SESSION_IMAGE to run an image's own command per session",
         ));
         Mode::Broker
     };
@@ -400,10 +409,21 @@ impl Settings {
                 ));
             }
         }
+        let mut session_errors = Vec::new();
+        let session_settings =
+            crate::container::settings::parse(&mut |v| env.get(v), &mut session_errors);
+        env.errors.extend(session_errors);
+        let sessions = session_settings.is_some();
         let net = read_network(&mut env);
-        let command_lock = read_lock(&mut env);
+        let command_lock = read_lock(&mut env, sessions);
         let list = ListFile::at(&paths.allowed_commands_file);
-        let mode = read_mode(&mut env, &paths.allowed_commands_file, list, &mut warnings);
+        let mode = read_mode(
+            &mut env,
+            &paths.allowed_commands_file,
+            list,
+            sessions,
+            &mut warnings,
+        );
 
         // A missing key source just has no keys; one that exists but cannot
         // be read is a mistake worth stopping for.
@@ -441,10 +461,21 @@ impl Settings {
             }
         }
 
+        // Last: these ask the engine, and report with everything else.
+        let session = session_settings.and_then(|ss| {
+            crate::container::boot::check(
+                &ss,
+                paths.run_dir.join("sessions"),
+                &mut env.errors,
+                &mut warnings,
+            )
+        });
+
         if !env.errors.is_empty() {
             return Err(env.errors);
         }
         Ok(Settings {
+            session,
             log_format,
             metrics_port,
             paths,
@@ -644,13 +675,33 @@ mod tests {
     }
 
     #[test]
+    fn session_containers_default_the_lock_off_and_allow_the_image_mode() {
+        let errors = with(&[], |env| {
+            assert_eq!(read_lock(env, true), LockPolicy::None);
+            let m = read_mode(
+                env,
+                Path::new("/nonexistent"),
+                ListFile::Missing,
+                true,
+                &mut Vec::new(),
+            );
+            assert_eq!(m.mode, Mode::Image);
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        let errors = with(&[("COMMAND_LOCK", "exclusive")], |env| {
+            assert_eq!(read_lock(env, true), LockPolicy::Exclusive);
+        });
+        assert!(errors.is_empty());
+    }
+
+    #[test]
     fn lock_policy_is_read_or_reported() {
         assert!(with(&[("COMMAND_LOCK", "wait:5")], |env| {
-            assert_eq!(read_lock(env), LockPolicy::Wait { seconds: 5 });
+            assert_eq!(read_lock(env, false), LockPolicy::Wait { seconds: 5 });
         })
         .is_empty());
         let errors = with(&[("COMMAND_LOCK", "shared")], |env| {
-            assert_eq!(read_lock(env), LockPolicy::Exclusive);
+            assert_eq!(read_lock(env, false), LockPolicy::Exclusive);
         });
         assert_eq!(errors[0].var, "COMMAND_LOCK");
     }
@@ -662,14 +713,14 @@ mod tests {
         let errors = with(
             &[("FORCE_COMMAND", "uptime"), ("ALLOWED_COMMANDS", "ls")],
             |env| {
-                let m = read_mode(env, list, ListFile::Missing, &mut warnings);
+                let m = read_mode(env, list, ListFile::Missing, false, &mut warnings);
                 assert_eq!(m.mode, Mode::Broker);
             },
         );
         assert!(errors.is_empty());
         assert_eq!(warnings, ["FORCE_COMMAND is ignored: broker mode is on"]);
         let errors = with(&[("FORCE_COMMAND", "uptime")], |env| {
-            let m = read_mode(env, list, ListFile::Missing, &mut Vec::new());
+            let m = read_mode(env, list, ListFile::Missing, false, &mut Vec::new());
             assert_eq!(
                 m.mode,
                 Mode::Force {
@@ -685,17 +736,18 @@ mod tests {
                 ListFile::Regular {
                     world_readable: true,
                 },
+                false,
                 &mut Vec::new(),
             );
             assert_eq!(m.mode, Mode::Broker);
         });
         assert!(errors.is_empty());
         let errors = with(&[], |env| {
-            read_mode(env, list, ListFile::Missing, &mut Vec::new());
+            read_mode(env, list, ListFile::Missing, false, &mut Vec::new());
         });
         assert_eq!(errors[0].var, "FORCE_COMMAND");
         let errors = with(&[("ALLOWED_COMMANDS", "(a)\\1")], |env| {
-            read_mode(env, list, ListFile::Missing, &mut Vec::new());
+            read_mode(env, list, ListFile::Missing, false, &mut Vec::new());
         });
         assert_eq!(errors[0].var, "ALLOWED_COMMANDS");
     }

@@ -243,12 +243,18 @@ async fn connection(stream: UnixStream, shared: Shared) {
             }
             Msg::Register { container } => {
                 let s = session.as_mut().expect("checked above");
-                s.resources.push(Resource::Container(container));
-                None
+                let error = register(&shared, s, container);
+                Some(Reply {
+                    session: None,
+                    identity: None,
+                    error,
+                })
             }
             Msg::End { exit } => {
                 let s = session.as_ref().expect("checked above");
                 end(&shared, s, &exit);
+                // The runner removed its container before reporting the end.
+                containers_ended(&shared, s, if exit == "125" { "failed" } else { "started" });
                 ended = true;
                 Some(Reply {
                     session: Some(s.id.clone()),
@@ -268,8 +274,67 @@ async fn connection(stream: UnixStream, shared: Shared) {
     if let Some(s) = &session {
         if !ended {
             end(&shared, s, "lost");
+            reap(&shared, s).await;
         }
     }
+}
+
+/// A session container the session will create: only the one named after
+/// this session's own id, only where session containers are configured,
+/// one per session. `None` when accepted, else why not.
+fn register(shared: &Shared, s: &mut Session, container: String) -> Option<String> {
+    if shared.engine.is_none() {
+        return Some("this bastion runs no session containers".into());
+    }
+    if container != crate::container::plan::container_name(&s.id)
+        || !crate::container::watch::is_session_name(&container)
+    {
+        return Some("not this session's container name".into());
+    }
+    if !s.resources.is_empty() {
+        return Some("a container is registered already".into());
+    }
+    s.resources.push(Resource::Container(container));
+    shared.state.lock().unwrap().metrics.containers_active += 1;
+    None
+}
+
+/// Counts the session's containers as ended with `outcome`.
+fn containers_ended(shared: &Shared, s: &Session, outcome: &'static str) {
+    let n = s.resources.len();
+    if n == 0 {
+        return;
+    }
+    let mut st = shared.state.lock().unwrap();
+    st.metrics.containers_active -= n as i64;
+    *st.metrics.containers.entry(outcome).or_default() += n as u64;
+}
+
+/// The session's connection dropped without an end (its runner was
+/// killed, or died): `ENGINE rm -f` each container it registered. The
+/// monitor outlives the runner and the engine CLI, and the session cannot
+/// signal it.
+async fn reap(shared: &Shared, s: &Session) {
+    let Some(engine) = shared.engine.clone() else {
+        return;
+    };
+    for Resource::Container(name) in s.resources.clone() {
+        let engine = engine.clone();
+        let n = name.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            crate::container::reap::remove_container(&engine, &n)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match r {
+            Ok(()) => shared.note(&format!(
+                "removed session container {name} (session {} lost)",
+                s.id
+            )),
+            Err(e) => shared.note(&format!("warning: {e}")),
+        }
+    }
+    containers_ended(shared, s, "reaped");
 }
 
 /// The common fields of SPEC 11 (`ts` and `event` are added by render).
@@ -334,6 +399,7 @@ async fn start(
         "force" => "force",
         "broker" => "broker",
         "session" => "session",
+        "image" => "image",
         _ => return Err("unknown mode".into()),
     };
     let (transport, identity, client, key) = if is_listener_child_or_self(shared, pid, false) {
@@ -437,4 +503,85 @@ fn session_id() -> Result<String, String> {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
         .map_err(|e| format!("no random session id: {e}"))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn shared(containers: bool) -> Shared {
+        Shared {
+            state: Arc::new(Mutex::new(super::super::State {
+                logins: Default::default(),
+                metrics: Default::default(),
+                listener: None,
+            })),
+            logins_changed: Arc::new(tokio::sync::Notify::new()),
+            out: super::super::output::Output::start(Box::new(std::io::sink()), false),
+            format: Format::Text,
+            user: "agent".into(),
+            engine: containers.then(|| {
+                Arc::new(crate::container::engine::Engine {
+                    kind: crate::container::settings::EngineKind::Docker,
+                    cli: "/bin/false".into(),
+                    host: None,
+                    podman: false,
+                })
+            }),
+        }
+    }
+
+    fn session(id: &str) -> Session {
+        Session {
+            id: id.into(),
+            identity: "alice".into(),
+            transport: "ssh",
+            mode: "image",
+            client: "127.0.0.1".into(),
+            key: None,
+            started: Instant::now(),
+            outcome: None,
+            resources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_session_registers_only_its_own_container_once() {
+        let sh = shared(true);
+        let mut s = session("0123456789abcdef");
+        for hostile in [
+            "bastion-session-fedcba9876543210",
+            "bastion-session-0123456789ABCDEF",
+            "bastion-session-0123456789abcdef0",
+            "bastion-session-0123456789abcdef; rm -rf /",
+            "--all",
+            "my-database",
+            "",
+        ] {
+            assert!(
+                register(&sh, &mut s, hostile.into()).is_some(),
+                "{hostile:?} accepted"
+            );
+        }
+        assert!(s.resources.is_empty());
+        assert_eq!(
+            register(&sh, &mut s, "bastion-session-0123456789abcdef".into()),
+            None
+        );
+        assert!(register(&sh, &mut s, "bastion-session-0123456789abcdef".into()).is_some());
+        assert_eq!(sh.state.lock().unwrap().metrics.containers_active, 1);
+        containers_ended(&sh, &s, "started");
+        let st = sh.state.lock().unwrap();
+        assert_eq!(st.metrics.containers_active, 0);
+        assert_eq!(st.metrics.containers.get("started"), Some(&1));
+    }
+
+    #[test]
+    fn a_bastion_without_session_containers_registers_none() {
+        let sh = shared(false);
+        let mut s = session("0123456789abcdef");
+        assert!(register(&sh, &mut s, "bastion-session-0123456789abcdef".into()).is_some());
+        assert!(s.resources.is_empty());
+    }
 }

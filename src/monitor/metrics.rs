@@ -27,6 +27,12 @@ pub(crate) struct Metrics {
     pub(crate) http_auth_failures: u64,
     pub(crate) ssh_login_failures: u64,
     pub(crate) listener_restarts: u64,
+    /// outcome -> session containers ended so: `started` (ran, removed by
+    /// its session), `failed` (could not start), `reaped` (removed by the
+    /// monitor after its session's connection dropped).
+    pub(crate) containers: BTreeMap<&'static str, u64>,
+    /// Session containers registered and not yet ended.
+    pub(crate) containers_active: i64,
 }
 
 impl Metrics {
@@ -78,6 +84,30 @@ impl Metrics {
             o,
             "bastion_sessions_active{{transport=\"http\"}} {}",
             self.active_http
+        );
+        family(
+            &mut o,
+            "bastion_session_containers_total",
+            "counter",
+            "Session containers by how they ended.",
+        );
+        for outcome in ["started", "failed", "reaped"] {
+            let _ = writeln!(
+                o,
+                "bastion_session_containers_total{{outcome=\"{outcome}\"}} {}",
+                self.containers.get(outcome).copied().unwrap_or(0)
+            );
+        }
+        family(
+            &mut o,
+            "bastion_session_containers_active",
+            "gauge",
+            "Session containers registered and not yet removed.",
+        );
+        let _ = writeln!(
+            o,
+            "bastion_session_containers_active {}",
+            self.containers_active
         );
         family(
             &mut o,
@@ -239,6 +269,8 @@ mod tests {
         m.sessions.insert(("ssh", "broker", "denied"), 2);
         m.observe_duration(Duration::from_millis(300));
         m.observe_duration(Duration::from_secs(7200));
+        m.containers.insert("reaped", 4);
+        m.containers_active = 1;
         let t = m.render(3);
         for f in [
             "bastion_sessions_total{transport=\"ssh\",mode=\"broker\",outcome=\"denied\"} 2",
@@ -249,6 +281,9 @@ mod tests {
             "bastion_session_duration_seconds_count 2",
             "bastion_broker_decisions_total{decision=\"deny\"} 0",
             "bastion_http_auth_failures_total 0",
+            "bastion_session_containers_total{outcome=\"started\"} 0",
+            "bastion_session_containers_total{outcome=\"reaped\"} 4",
+            "bastion_session_containers_active 1",
             "bastion_log_lines_dropped_total 3",
             "bastion_build_info{version=",
         ] {

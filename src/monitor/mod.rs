@@ -72,6 +72,9 @@ pub(crate) struct Shared {
     out: output::Output,
     format: Format,
     user: Arc<str>,
+    /// Session containers (SPEC 12): the engine of the runtime file, the
+    /// only one the monitor runs to remove a lost session's container.
+    engine: Option<Arc<crate::container::engine::Engine>>,
 }
 
 pub fn main() -> ExitCode {
@@ -114,6 +117,7 @@ fn run(args: Args) -> Result<(), String> {
         out: output::Output::stderr(format == Format::Json),
         format,
         user: rt.user.clone().into(),
+        engine: rt.session.as_ref().map(|s| Arc::new(s.engine.clone())),
     };
     let socket = socket_path(&args.runtime);
     let listener = bind_events(&socket)?;

@@ -87,7 +87,6 @@ impl SessionEnv {
         self
     }
 
-    #[cfg(test)]
     pub(crate) fn get(&self, name: &str) -> Option<&OsStr> {
         self.vars
             .iter()

@@ -40,6 +40,15 @@ impl Command {
         }
     }
 
+    /// No argv: a session container runs its image's own command (SPEC 12);
+    /// only a container runner accepts it.
+    pub(crate) fn image_default(env: SessionEnv) -> Self {
+        Self {
+            argv: Vec::new(),
+            env,
+        }
+    }
+
     /// An argv the broker allowed, run as is.
     pub(crate) fn argv(argv: Vec<String>, env: SessionEnv) -> Self {
         Self {

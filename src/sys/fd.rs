@@ -58,6 +58,54 @@ pub(crate) fn set_inheritable(fd: impl AsFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes `fd` the child's descriptor `target` (and inheritable there);
+/// nothing else of the parent's is passed. For handing a held lock to a
+/// child without clearing close-on-exec in a multi-threaded parent.
+pub(crate) fn pass_to_child(
+    cmd: &mut std::process::Command,
+    fd: std::os::fd::OwnedFd,
+    target: std::os::fd::RawFd,
+) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure only calls dup2 and fcntl, both async-signal-safe,
+    // on descriptor numbers; `fd` stays open in the parent (moved into the
+    // closure, which the Command keeps) until the Command is dropped.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &fd;
+            if raw == target {
+                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A close-on-exec duplicate of inherited descriptor `fd` (3 or above),
+/// owned from here on; fails for a descriptor that is not open.
+pub(crate) fn dup_inherited(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(std::io::Error::other(format!(
+            "descriptor {fd} is a standard stream"
+        )));
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor number either fails (EBADF)
+    // or returns a new descriptor that nothing else owns.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just created by fcntl and is owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}
+
 /// Whether `fd` would be closed by `exec`.
 #[cfg(test)]
 pub(crate) fn is_close_on_exec(fd: impl AsFd) -> std::io::Result<bool> {

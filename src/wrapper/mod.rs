@@ -7,6 +7,7 @@
 //! it reach the forced command's environment.
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE};
+use crate::container::runner::ContainerRunner;
 use crate::exit::{self, Failure, Tool};
 use crate::lock::{self, Acquired, LockGuard};
 use crate::monitor::protocol::{Client, Msg};
@@ -18,9 +19,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// What a client sees when another run holds the lock (stdout, exit 0): the
-/// shell version's exact line, so retrying clients keep working.
-pub(crate) const BUSY_LINE: &str = "busy: another run is in progress";
+/// What a client sees when another run holds the lock (stdout, exit 0).
+pub(crate) use crate::lock::BUSY_LINE;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +33,11 @@ struct Args {
     /// Runtime file written by bastion-entrypoint.
     #[arg(long, value_name = "PATH", default_value = RUNTIME_FILE)]
     runtime: PathBuf,
+
+    /// Session containers: the `SESSION_MAX` slot the HTTP listener already
+    /// holds for this request, passed as this descriptor.
+    #[arg(long, value_name = "FD", hide = true)]
+    session_slot_fd: Option<i32>,
 }
 
 /// The session as the monitor knows it (or, without a monitor, a fresh
@@ -53,6 +58,23 @@ impl Session {
     }
 
     /// Reports the end and waits until the monitor has logged it.
+    /// Registers a session container (see `container::watch`): the
+    /// monitor removes it if this connection drops before the end.
+    fn register(&mut self, name: &str) -> Result<(), String> {
+        let Some(c) = &mut self.monitor else {
+            return Ok(());
+        };
+        let reply = c
+            .ask(&Msg::Register {
+                container: name.to_owned(),
+            })
+            .map_err(|e| format!("the monitor cannot watch {name}: {e}"))?;
+        match reply.error {
+            None => Ok(()),
+            Some(e) => Err(format!("the monitor refused to watch {name}: {e}")),
+        }
+    }
+
     fn end(&mut self, exit: String) {
         if let Some(c) = &mut self.monitor {
             let _ = c.ask(&Msg::End { exit });
@@ -100,14 +122,68 @@ fn run() -> Result<ExitCode, Failure> {
         }
     };
     let session = RefCell::new(session);
-    let code = match &rt.mode {
-        Mode::Force { command } => {
-            let cmd = session::Command::shell(command, session.borrow().env());
-            start(&session, cmd, guard, Tool::Wrapper)
-        }
-        Mode::Broker => run_broker(&rt, request, guard, &session),
+    let Some(containers) = &rt.session else {
+        return Ok(match &rt.mode {
+            Mode::Force { command } => {
+                let cmd = session::Command::shell(command, session.borrow().env());
+                start(&session, cmd, guard, Tool::Wrapper)
+            }
+            Mode::Broker => run_broker(&rt, request, guard, &session, None),
+            Mode::Image => {
+                Tool::Wrapper.say("the image-command mode needs SESSION_IMAGE");
+                session.borrow_mut().end(exit::FAILURE.to_string());
+                exit::code(exit::FAILURE)
+            }
+        });
     };
-    Ok(code)
+    // SPEC 12: the command runs in a fresh container; this process stays
+    // its parent runner until the container is gone.
+    let slot_fd = args.session_slot_fd;
+    let runner = || container_runner(containers, slot_fd, &session);
+    let env = session.borrow().env();
+    Ok(match &rt.mode {
+        Mode::Force { command } => finish(
+            &session,
+            runner().run(session::Command::shell(command, env), Some(guard)),
+        ),
+        Mode::Broker => run_broker(&rt, request, guard, &session, Some(&runner)),
+        Mode::Image => finish(
+            &session,
+            runner().run(session::Command::image_default(env), Some(guard)),
+        ),
+    })
+}
+
+/// A session container runner on this session's monitor connection.
+fn container_runner<'a>(
+    containers: &'a crate::container::SessionRuntime,
+    slot_fd: Option<i32>,
+    session: &'a RefCell<Session>,
+) -> ContainerRunner<'a> {
+    let (id, identity) = {
+        let s = session.borrow();
+        (s.id.clone(), s.identity.clone())
+    };
+    let runner = ContainerRunner::new(containers, slot_fd).with_session(id, identity);
+    if session.borrow().monitor.is_none() {
+        return runner;
+    }
+    runner.with_monitor(
+        Box::new(|name: &str| session.borrow_mut().register(name)),
+        Box::new(|code: u8| session.borrow_mut().end(code.to_string())),
+    )
+}
+
+/// A container runner's result (it reports its own end).
+fn finish(session: &RefCell<Session>, r: Result<ExitCode, session::ExecError>) -> ExitCode {
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            Tool::Wrapper.say(&e);
+            session.borrow_mut().end(e.exit_code().to_string());
+            exit::code(e.exit_code())
+        }
+    }
 }
 
 /// Asks the monitor for the session id and identity. Without a monitor
@@ -136,6 +212,7 @@ fn open_session(rt: &Runtime, request: Option<&OsString>) -> Result<Session, Str
             mode: match rt.mode {
                 Mode::Force { .. } => "force".into(),
                 Mode::Broker => "broker".into(),
+                Mode::Image => "image".into(),
             },
             tty,
             request: match rt.mode {
@@ -144,7 +221,7 @@ fn open_session(rt: &Runtime, request: Option<&OsString>) -> Result<Session, Str
                         .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
                         .unwrap_or_default(),
                 ),
-                Mode::Force { .. } => None,
+                Mode::Force { .. } | Mode::Image => None,
             },
             ssh_connection: env("SSH_CONNECTION"),
             http_who: env("BASTION_HTTP_WHO"),
@@ -185,11 +262,12 @@ fn start(
 }
 
 /// The broker's decision, reported; on allow, the argv run without a shell.
-fn run_broker(
+fn run_broker<'a>(
     rt: &Runtime,
     request: Option<OsString>,
     guard: LockGuard,
-    session: &RefCell<Session>,
+    session: &'a RefCell<Session>,
+    containers: Option<&dyn Fn() -> ContainerRunner<'a>>,
 ) -> ExitCode {
     let deny = |request: &[u8], reason: String| {
         let mut s = session.borrow_mut();
@@ -230,7 +308,10 @@ fn run_broker(
                 reason: None,
             });
             let cmd = session::Command::argv(argv, session.borrow().env());
-            start(session, cmd, guard, Tool::Broker)
+            match containers {
+                Some(runner) => finish(session, runner().run(cmd, Some(guard))),
+                None => start(session, cmd, guard, Tool::Broker),
+            }
         }
     }
 }

@@ -12,5 +12,7 @@ mod crypto;
 mod force_command;
 mod keys;
 mod lifecycle;
+mod podman;
 mod quickstart;
+mod session;
 mod upstream;

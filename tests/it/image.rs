@@ -556,7 +556,7 @@ fn examples() -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn examples_are_the_six_of_the_spec() {
+fn examples_are_the_ones_of_the_spec() {
     let names: BTreeSet<String> = examples()
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -567,6 +567,8 @@ fn examples_are_the_six_of_the_spec() {
         "nginx-reload-webhook",
         "mailserver-broker",
         "fake-vps",
+        "session-vps",
+        "broker-in-session",
         "deploy-over-ssh",
     ]
     .map(String::from)
