@@ -11,5 +11,6 @@ pub mod wrapper;
 pub(crate) mod audit;
 pub(crate) mod config;
 pub(crate) mod exit;
+pub(crate) mod gate;
 pub(crate) mod lock;
 pub(crate) mod sys;
