@@ -5,3 +5,4 @@
 //! session's network behind without a way to reap it.
 
 pub(crate) mod relay;
+pub(crate) mod ssh_config;
