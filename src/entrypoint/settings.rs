@@ -192,6 +192,15 @@ impl Settings {
             }
         }
 
+        // SPEC 14: the egress gate is a session's only way to its upstreams.
+        let session_network = env.get("SESSION_NETWORK");
+        let upstreams = env.get("UPSTREAMS");
+        if let Some(e) =
+            crate::gate::check_session_network(session_network.as_deref(), upstreams.as_deref())
+        {
+            env.errors.push(e);
+        }
+
         // Mode (SPEC 3): broker when ALLOWED_COMMANDS is set or the list file
         // exists; otherwise FORCE_COMMAND is required.
         let force = env.get("FORCE_COMMAND");
