@@ -4,10 +4,196 @@
 //! The gate never forwards anywhere a client names, and never leaves a
 //! session's network behind without a way to reap it.
 
+pub(crate) mod network;
+pub(crate) mod own_ports;
 pub(crate) mod relay;
 pub(crate) mod ssh_config;
 
 use crate::config::ConfigError;
+use network::EngineCli;
+use own_ports::Shadow;
+use relay::{EventSink, Limits, Owner, Relay, Target};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use tokio::net::TcpSocket;
+
+/// The first gate port; upstream `i` (in declaration order) gets the
+/// `i`-th free port from here, the same in every session, so a session's
+/// ssh_config differs from another's only in the gate's address.
+pub(crate) const FIRST_GATE_PORT: u16 = 2200;
+
+/// Why a session's gate could not open (the session then fails with this
+/// reason) or close cleanly.
+#[derive(Debug)]
+pub(crate) enum GateError {
+    /// The session id is not 16 lowercase hex characters.
+    BadSession(String),
+    /// An engine call failed: what the gate was doing and what the engine
+    /// said.
+    Engine { action: String, detail: String },
+    /// The bastion cannot tell which container it runs in.
+    NotInContainer { detail: String },
+    /// A listener (gate or shadow) could not be bound.
+    Listen { what: String, err: std::io::Error },
+}
+
+impl fmt::Display for GateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GateError::BadSession(s) => write!(
+                f,
+                "session id \"{}\" is not 16 lowercase hex characters",
+                crate::audit::escape(s)
+            ),
+            GateError::Engine { action, detail } => write!(f, "cannot {action}: {detail}"),
+            GateError::NotInContainer { detail } => write!(
+                f,
+                "cannot tell which container the bastion runs in ({detail}); the egress gate needs the bastion to run in a container of the same engine"
+            ),
+            GateError::Listen { what, err } => write!(f, "cannot listen for {what}: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for GateError {}
+
+/// Everything a session's gate is opened with.
+#[derive(Debug, Clone)]
+pub(crate) struct GateSpec {
+    pub(crate) session: String,
+    pub(crate) identity: String,
+    /// The bastion's own container id (the networks' instance label).
+    pub(crate) instance: String,
+    /// The declared upstreams, in declaration order.
+    pub(crate) targets: Vec<Target>,
+    /// The bastion's own ports (sshd, HTTP, metrics), held silent on the
+    /// gate's address.
+    pub(crate) own_ports: Vec<u16>,
+    pub(crate) limits: Limits,
+}
+
+/// One session's gate: its network, the bastion's address there, a
+/// listener per upstream. Open for the session's life; [`SessionGate::close`]
+/// when it ends. Dropped without `close`, the listeners stop but the
+/// network stays: [`network::reap`] removes it (lost session, boot).
+pub(crate) struct SessionGate {
+    engine: EngineCli,
+    network: String,
+    address: IpAddr,
+    ports: Vec<(String, u16)>,
+    relay: Relay,
+    _shadow: Shadow,
+}
+
+impl SessionGate {
+    /// Creates the session network, joins the bastion to it, and listens
+    /// there for each upstream. On any failure nothing is left behind (the
+    /// network is removed again) and the error says what failed.
+    pub(crate) async fn open(
+        spec: GateSpec,
+        engine: &EngineCli,
+        sink: EventSink,
+    ) -> Result<SessionGate, GateError> {
+        if !is_session_id(&spec.session) {
+            return Err(GateError::BadSession(spec.session));
+        }
+        let network = network::create(engine, &spec.session, &spec.instance).await?;
+        match Self::join_and_listen(&spec, engine, &network, sink).await {
+            Ok(gate) => Ok(gate),
+            Err(e) => {
+                let _ = network::remove(engine, &network).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn join_and_listen(
+        spec: &GateSpec,
+        engine: &EngineCli,
+        network: &str,
+        sink: EventSink,
+    ) -> Result<SessionGate, GateError> {
+        network::connect(engine, network, &spec.instance).await?;
+        let address = network::address_on(engine, &spec.instance, network).await?;
+        let ports = plan_ports(spec.targets.len(), &spec.own_ports);
+        let mut listeners = Vec::new();
+        for (target, &port) in spec.targets.iter().zip(&ports) {
+            let at = SocketAddr::new(address, port);
+            let l = bind(at).map_err(|err| GateError::Listen {
+                what: format!("upstream {} on {at}", target.name),
+                err,
+            })?;
+            listeners.push((l, target.clone()));
+        }
+        let shadow = Shadow::hold(address, &spec.own_ports)
+            .await
+            .map_err(|err| GateError::Listen {
+                what: "the bastion's own ports on the session network".into(),
+                err,
+            })?;
+        let owner = Owner {
+            session: spec.session.clone(),
+            identity: spec.identity.clone(),
+        };
+        let names = spec.targets.iter().map(|t| t.name.clone());
+        Ok(SessionGate {
+            engine: engine.clone(),
+            network: network.to_owned(),
+            address,
+            ports: names.zip(ports).collect(),
+            relay: Relay::start(listeners, owner, spec.limits, sink),
+            _shadow: shadow,
+        })
+    }
+
+    pub(crate) fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The bastion's address on the session network: the containers'
+    /// `HostName` for every upstream.
+    pub(crate) fn address(&self) -> IpAddr {
+        self.address
+    }
+
+    /// `(upstream name, gate port)` in declaration order.
+    pub(crate) fn ports(&self) -> &[(String, u16)] {
+        &self.ports
+    }
+
+    /// Closes every connection (each gets its event), stops listening,
+    /// disconnects everything from the network and removes it.
+    pub(crate) async fn close(self) -> Result<(), GateError> {
+        self.relay.close().await;
+        drop(self._shadow);
+        network::remove(&self.engine, &self.network).await
+    }
+}
+
+/// Session ids are 16 lowercase hex characters (SPEC 11); anything else
+/// never reaches an engine argument.
+fn is_session_id(s: &str) -> bool {
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `n` gate ports from [`FIRST_GATE_PORT`] up, skipping the bastion's own.
+pub(crate) fn plan_ports(n: usize, own: &[u16]) -> Vec<u16> {
+    (FIRST_GATE_PORT..=u16::MAX)
+        .filter(|p| !own.contains(p))
+        .take(n)
+        .collect()
+}
+
+fn bind(at: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let sock = match at {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    sock.bind(at)?;
+    sock.listen(64)
+}
 
 /// SPEC 14: with upstreams declared, a session container's only way out is
 /// the gate, so a session network of the operator's choosing (which could
@@ -33,6 +219,28 @@ pub(crate) fn check_session_network(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gate_ports_are_stable_and_skip_the_bastions_own() {
+        assert_eq!(plan_ports(3, &[22, 8080]), [2200, 2201, 2202]);
+        assert_eq!(plan_ports(3, &[2201, 22]), [2200, 2202, 2203]);
+        assert!(plan_ports(0, &[]).is_empty());
+    }
+
+    #[test]
+    fn only_real_session_ids_reach_the_engine() {
+        assert!(is_session_id("0123456789abcdef"));
+        for bad in [
+            "",
+            "0123456789ABCDEF",
+            "0123456789abcde",
+            "--help0123456789",
+            "0123456789abcdef0",
+            "0123456789abcde\n",
+        ] {
+            assert!(!is_session_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_session_network_with_upstreams_is_a_config_error() {
