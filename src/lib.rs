@@ -5,12 +5,12 @@
 pub mod broker;
 pub mod cgi;
 pub mod entrypoint;
+pub mod gate;
 pub mod keys;
 pub mod wrapper;
 
 pub(crate) mod audit;
 pub(crate) mod config;
 pub(crate) mod exit;
-pub(crate) mod gate;
 pub(crate) mod lock;
 pub(crate) mod sys;

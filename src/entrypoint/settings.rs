@@ -192,6 +192,21 @@ impl Settings {
             }
         }
 
+        // SPEC 14: with the gate, sshd listens only on the addresses the
+        // container had at boot, never on a session network it joins later.
+        let gated = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+        if listen.is_empty() && gated(&env.get("SESSION_IMAGE")) && gated(&env.get("UPSTREAMS")) {
+            match crate::gate::own_ports::boot_addresses() {
+                Ok(a) => listen = a,
+                Err(e) => env.errors.push(ConfigError::new(
+                    "SSH_LISTEN_ADDRESS",
+                    None,
+                    format!("cannot list the container's addresses to listen on: {e}"),
+                    "set SSH_LISTEN_ADDRESS to the addresses sshd should listen on",
+                )),
+            }
+        }
+
         // SPEC 14: the egress gate is a session's only way to its upstreams.
         let session_network = env.get("SESSION_NETWORK");
         let upstreams = env.get("UPSTREAMS");

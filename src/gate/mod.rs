@@ -4,6 +4,7 @@
 //! The gate never forwards anywhere a client names, and never leaves a
 //! session's network behind without a way to reap it.
 
+mod cli;
 pub(crate) mod network;
 pub(crate) mod own_ports;
 pub(crate) mod relay;
@@ -17,10 +18,18 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use tokio::net::TcpSocket;
 
+pub use cli::main;
+
 /// The first gate port; upstream `i` (in declaration order) gets the
 /// `i`-th free port from here, the same in every session, so a session's
 /// ssh_config differs from another's only in the gate's address.
 pub(crate) const FIRST_GATE_PORT: u16 = 2200;
+
+/// Where a session container finds the agent proxy's socket and the
+/// pinned known_hosts file (one read-only mount: it can connect to the
+/// socket, not replace it).
+pub(crate) const CONTAINER_AGENT_SOCKET: &str = "/run/bastion/upstream/agent.sock";
+pub(crate) const CONTAINER_KNOWN_HOSTS: &str = "/run/bastion/upstream/known_hosts";
 
 /// Why a session's gate could not open (the session then fails with this
 /// reason) or close cleanly.

@@ -104,6 +104,31 @@ pub(crate) struct ConnectRecord {
     pub(crate) outcome: Outcome,
 }
 
+impl ConnectRecord {
+    /// The event as one `key=value` line, every value escaped.
+    pub(crate) fn text(&self) -> String {
+        let mut line = format!(
+            "event=upstream.connect session={} identity={} upstream={} target={} client={} bytes_up={} bytes_down={} duration_ms={} outcome={}",
+            crate::audit::escape(&self.session),
+            crate::audit::escape(&self.identity),
+            crate::audit::escape(&self.upstream),
+            crate::audit::escape(&self.target),
+            self.client,
+            self.bytes_up,
+            self.bytes_down,
+            self.duration.as_millis(),
+            self.outcome.word(),
+        );
+        if let Some(r) = self.outcome.reason() {
+            line.push_str(&format!(
+                " reason=\"{}\"",
+                crate::audit::escape(r).replace('"', "\\\"")
+            ));
+        }
+        line
+    }
+}
+
 /// Where records go (the monitor's audit writer). Called once per
 /// connection, from the connection's task; it must not block.
 pub(crate) type EventSink = Arc<dyn Fn(ConnectRecord) + Send + Sync>;

@@ -253,7 +253,7 @@ mod tests {
             },
         ];
         for u in cases {
-            assert!(render(&side(), &[u.clone()]).is_err(), "written: {u:?}");
+            assert!(render(&side(), std::slice::from_ref(&u)).is_err(), "written: {u:?}");
         }
         let bad_sides = [
             ContainerSide {
