@@ -253,7 +253,10 @@ mod tests {
             },
         ];
         for u in cases {
-            assert!(render(&side(), std::slice::from_ref(&u)).is_err(), "written: {u:?}");
+            assert!(
+                render(&side(), std::slice::from_ref(&u)).is_err(),
+                "written: {u:?}"
+            );
         }
         let bad_sides = [
             ContainerSide {

@@ -8,6 +8,7 @@ mod docker;
 
 mod broker;
 mod force_command;
+mod gate;
 mod keys;
 mod lifecycle;
 mod quickstart;
