@@ -41,6 +41,28 @@ impl Drop for InternalNetwork {
     }
 }
 
+/// Session networks a failed test would leave behind: every member
+/// disconnected, then removed, on drop (gone already is fine).
+struct SessionNetworks(Vec<String>);
+
+impl Drop for SessionNetworks {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let members = docker_output(&[
+                "network",
+                "inspect",
+                "--format",
+                "{{range $k, $v := .Containers}}{{$k}} {{end}}",
+                n,
+            ]);
+            for m in String::from_utf8_lossy(&members.stdout).split_whitespace() {
+                let _ = docker_output(&["network", "disconnect", "--force", n, m]);
+            }
+            let _ = docker_output(&["network", "rm", n]);
+        }
+    }
+}
+
 /// `docker run -d` of the test image on `network`, with `args` before it.
 fn run_on(network: &str, tag: &str, args: &[&str], image_and_cmd: &[&str]) -> Container {
     let name = unique(tag);
@@ -253,6 +275,10 @@ fn a_session_container_reaches_its_upstream_through_the_gate_and_nothing_else() 
     assert!(l.iter().any(|a| a.ends_with(":0016")), "{l:?}");
 
     let (sa, sb) = (session_id(1), session_id(2));
+    let _cleanup = SessionNetworks(vec![
+        format!("bastion-net-{sa}"),
+        format!("bastion-net-{sb}"),
+    ]);
     let upstream = format!("prod=agent@{}:22", prod.name);
     let gate_a = OpenGate::open(&bastion, &sa, &upstream);
     let gate_b = OpenGate::open(&bastion, &sb, &upstream);
