@@ -229,6 +229,114 @@ pub(crate) fn check_session_network(
 mod tests {
     use super::*;
 
+    fn spec() -> GateSpec {
+        GateSpec {
+            session: "0123456789abcdef".into(),
+            identity: "alice".into(),
+            instance: "f".repeat(64),
+            targets: vec![Target {
+                name: "prod".into(),
+                host: "127.0.0.1".into(),
+                port: 22,
+            }],
+            own_ports: vec![22],
+            limits: Limits::default(),
+        }
+    }
+
+    fn sink() -> EventSink {
+        std::sync::Arc::new(|_| {})
+    }
+
+    /// A CLI that answers every call the way an engine out of address
+    /// pools does.
+    fn failing_engine() -> EngineCli {
+        EngineCli::from_command("docker", || {
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", "echo 'Error response from daemon: could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network' >&2; exit 1", "sh"]);
+            c
+        })
+    }
+
+    #[tokio::test]
+    async fn a_network_that_cannot_be_made_fails_the_session_with_the_engines_words() {
+        let e = SessionGate::open(spec(), &failing_engine(), sink())
+            .await
+            .err()
+            .expect("opened without a network");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("cannot create the session network bastion-net-0123456789abcdef: Error response from daemon: could not find an available"),
+            "{msg}"
+        );
+        let e = SessionGate::open(spec(), &EngineCli::new("/nonexistent/docker"), sink())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("cannot run /nonexistent/docker"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hostile_session_id_never_reaches_the_engine() {
+        // The engine would record every call; none may happen.
+        let log = std::env::temp_dir().join(format!("bastion-gate-calls-{}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let log2 = log.clone();
+        let engine = EngineCli::from_command("docker", move || {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg("echo \"$@\" >> \"$0\"").arg(&log2);
+            c
+        });
+        let mut s = spec();
+        s.session = "--driver=host x".into();
+        let e = SessionGate::open(s, &engine, sink()).await.err().unwrap();
+        assert!(matches!(e, GateError::BadSession(_)), "{e}");
+        assert!(!log.exists(), "the engine was called");
+        // The control: a good id does reach it.
+        let _ = SessionGate::open(spec(), &engine, sink()).await;
+        assert!(std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("network create --internal"));
+        let _ = std::fs::remove_file(&log);
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_the_network_exists_removes_it() {
+        let log = std::env::temp_dir().join(format!("bastion-gate-join-{}", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let log2 = log.clone();
+        let engine = EngineCli::from_command("docker", move || {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c")
+                .arg(
+                    "log=$0; shift 0; echo \"$*\" >> \"$log\"; \
+                     case \"$1 $2\" in \
+                       'network connect') echo 'Error response from daemon: No such container: f' >&2; exit 1;; \
+                       'network inspect') echo '{}';; \
+                     esac",
+                )
+                .arg(&log2);
+            c
+        });
+        let e = SessionGate::open(spec(), &engine, sink())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().starts_with("cannot join the bastion to the session network bastion-net-0123456789abcdef: Error response from daemon: No such container"),
+            "{e}"
+        );
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert!(
+            calls.lines().last() == Some("network rm bastion-net-0123456789abcdef"),
+            "{calls}"
+        );
+    }
+
     #[test]
     fn gate_ports_are_stable_and_skip_the_bastions_own() {
         assert_eq!(plan_ports(3, &[22, 8080]), [2200, 2201, 2202]);

@@ -37,43 +37,70 @@ const ENGINE_ENV: [&str; 8] = [
 
 /// The engine's command-line client (`docker`, `podman`, `nerdctl`: the
 /// network commands used here are the same in all three).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct EngineCli {
-    program: PathBuf,
+    /// A fresh command for the CLI, environment already set.
+    base: std::sync::Arc<dyn Fn() -> std::process::Command + Send + Sync>,
+    /// How the CLI is named in messages.
+    name: String,
+}
+
+impl std::fmt::Debug for EngineCli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCli")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl EngineCli {
+    /// `program` with a clean environment: the safe PATH and only the
+    /// variables of [`ENGINE_ENV`] that are set.
     pub(crate) fn new(program: impl Into<PathBuf>) -> EngineCli {
+        let program: PathBuf = program.into();
+        let name = program.display().to_string();
+        EngineCli::from_command(name, move || {
+            let mut c = std::process::Command::new(&program);
+            c.env_clear().env("PATH", SAFE_PATH);
+            for v in ENGINE_ENV {
+                if let Some(val) = std::env::var_os(v) {
+                    c.env(v, val);
+                }
+            }
+            c
+        })
+    }
+
+    /// The CLI as the session runner already builds it (engine address,
+    /// `--remote`, environment): `base` gives a fresh command each call.
+    pub(crate) fn from_command(
+        name: impl Into<String>,
+        base: impl Fn() -> std::process::Command + Send + Sync + 'static,
+    ) -> EngineCli {
         EngineCli {
-            program: program.into(),
+            base: std::sync::Arc::new(base),
+            name: name.into(),
         }
     }
 
     /// Runs `program ARGS`; its stdout, or what it said on failure.
     async fn run(&self, args: &[&str]) -> Result<String, String> {
-        let mut c = tokio::process::Command::new(&self.program);
+        let mut c = tokio::process::Command::from((self.base)());
         c.args(args)
-            .env_clear()
-            .env("PATH", SAFE_PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for v in ENGINE_ENV {
-            if let Some(val) = std::env::var_os(v) {
-                c.env(v, val);
-            }
-        }
         let child = c
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
+            .map_err(|e| format!("cannot run {}: {e}", self.name))?;
         let out = match tokio::time::timeout(ENGINE_TIMEOUT, child.wait_with_output()).await {
             Ok(Ok(out)) => out,
-            Ok(Err(e)) => return Err(format!("{}: {e}", self.program.display())),
+            Ok(Err(e)) => return Err(format!("{}: {e}", self.name)),
             Err(_) => {
                 return Err(format!(
                     "{} gave no answer within {}s",
-                    self.program.display(),
+                    self.name,
                     ENGINE_TIMEOUT.as_secs()
                 ))
             }
@@ -84,7 +111,7 @@ impl EngineCli {
             let err = String::from_utf8_lossy(&out.stderr);
             let err = crate::audit::escape(err.trim());
             Err(if err.is_empty() {
-                format!("{} exited with {}", self.program.display(), out.status)
+                format!("{} exited with {}", self.name, out.status)
             } else {
                 err
             })
