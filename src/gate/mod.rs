@@ -134,12 +134,16 @@ impl SessionGate {
             })?;
             listeners.push((l, target.clone()));
         }
-        let shadow = Shadow::hold(address, &spec.own_ports)
+        // Every address the bastion has on that interface (an IPv6 one if
+        // the engine gave the network IPv6), not only the one it listens on.
+        let listen_err = |err| GateError::Listen {
+            what: "the bastion's own ports on the session network".into(),
+            err,
+        };
+        let addrs = own_ports::interface_addresses(address).map_err(listen_err)?;
+        let shadow = Shadow::hold(&addrs, &spec.own_ports)
             .await
-            .map_err(|err| GateError::Listen {
-                what: "the bastion's own ports on the session network".into(),
-                err,
-            })?;
+            .map_err(listen_err)?;
         let owner = Owner {
             session: spec.session.clone(),
             identity: spec.identity.clone(),

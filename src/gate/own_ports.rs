@@ -37,6 +37,47 @@ pub(crate) fn boot_addresses() -> io::Result<Vec<IpAddr>> {
     Ok(out)
 }
 
+/// Every address of the interface that carries `addr` (`addr` first), IPv6
+/// link-local ones with their scope: all the ways a session network's
+/// members could address the bastion.
+pub(crate) fn interface_addresses(addr: IpAddr) -> io::Result<Vec<SocketAddr>> {
+    let all: Vec<_> = nix::ifaddrs::getifaddrs()
+        .map_err(io::Error::from)?
+        .collect();
+    let sock = |ifa: &nix::ifaddrs::InterfaceAddress| -> Option<SocketAddr> {
+        let a = ifa.address.as_ref()?;
+        if let Some(v4) = a.as_sockaddr_in() {
+            Some(SocketAddr::new(IpAddr::V4(v4.ip()), 0))
+        } else {
+            let v6 = a.as_sockaddr_in6()?;
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                v6.ip(),
+                0,
+                0,
+                v6.scope_id(),
+            )))
+        }
+    };
+    let Some(iface) = all
+        .iter()
+        .find(|ifa| sock(ifa).map(|s| s.ip()) == Some(addr))
+        .map(|ifa| ifa.interface_name.clone())
+    else {
+        return Ok(vec![SocketAddr::new(addr, 0)]);
+    };
+    let mut out = vec![SocketAddr::new(addr, 0)];
+    for s in all
+        .iter()
+        .filter(|ifa| ifa.interface_name == iface)
+        .filter_map(sock)
+    {
+        if !out.iter().any(|o| o.ip() == s.ip()) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
 /// Ports of the bastion held silent on one address for as long as it
 /// lives.
 pub(crate) struct Shadow {
@@ -48,13 +89,14 @@ impl Shadow {
     /// and fills that slot with a connection of its own that is never
     /// accepted. Linux drops a SYN for a listener whose accept queue is
     /// full, so every further connection attempt goes unanswered.
-    pub(crate) async fn hold(addr: IpAddr, ports: &[u16]) -> io::Result<Shadow> {
+    pub(crate) async fn hold(addrs: &[SocketAddr], ports: &[u16]) -> io::Result<Shadow> {
         let mut held = Vec::new();
-        for &port in ports {
-            let at = SocketAddr::new(addr, port);
-            let sock = match addr {
-                IpAddr::V4(_) => TcpSocket::new_v4()?,
-                IpAddr::V6(_) => TcpSocket::new_v6()?,
+        for (&addr, &port) in addrs.iter().flat_map(|a| ports.iter().map(move |p| (a, p))) {
+            let mut at = addr;
+            at.set_port(port);
+            let sock = match at {
+                SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => TcpSocket::new_v6()?,
             };
             sock.bind(at)
                 .map_err(|e| io::Error::new(e.kind(), format!("bind {at}: {e}")))?;
@@ -98,7 +140,7 @@ mod tests {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         // The control: nothing there, the kernel refuses.
         assert_eq!(attempt(addr).await, "refused");
-        let shadow = Shadow::hold(addr.ip(), &[addr.port()]).await.unwrap();
+        let shadow = Shadow::hold(&[addr], &[addr.port()]).await.unwrap();
         for _ in 0..3 {
             assert_eq!(attempt(addr).await, "no answer");
         }
@@ -110,11 +152,29 @@ mod tests {
     async fn a_port_in_use_is_an_error_naming_it() {
         let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = l.local_addr().unwrap().port();
-        let e = Shadow::hold(IpAddr::V4(Ipv4Addr::LOCALHOST), &[port])
+        let e = Shadow::hold(&[SocketAddr::from((Ipv4Addr::LOCALHOST, 0))], &[port])
             .await
             .err()
             .expect("bound a port in use");
         assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    }
+
+    #[test]
+    fn the_interface_of_an_address_is_found_with_all_its_addresses() {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let a = interface_addresses(lo).unwrap();
+        assert_eq!(a[0].ip(), lo, "{a:?}");
+        // Loopback carries ::1 too where IPv6 is on; never another
+        // interface's address.
+        let others: Vec<IpAddr> = boot_addresses()
+            .unwrap()
+            .into_iter()
+            .filter(|ip| !ip.is_loopback())
+            .collect();
+        assert!(
+            a.iter().all(|s| !others.contains(&s.ip())),
+            "{a:?} {others:?}"
+        );
     }
 
     #[test]
