@@ -17,43 +17,6 @@ pub(crate) const ALLOWED_COMMANDS_FILE: &str = "/etc/bastion/allowed-commands.li
 /// PATH for everything the bastion executes; never the client's.
 pub(crate) const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The variables a command may inherit from the wrapper or broker, when set
-/// (by sshd or the HTTP listener). Everything else is dropped: no `LD_*`,
-/// no `BASH_ENV`, and above all no `SSH_ORIGINAL_COMMAND`: the request
-/// reaches a command only as argv, so no script can be led to re-parse it.
-const SESSION_ENV: &[&str] = &[
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "TERM",
-    "TZ",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "LC_MESSAGES",
-    "LC_NUMERIC",
-    "LC_TIME",
-    "LC_COLLATE",
-    "SSH_CLIENT",
-    "SSH_CONNECTION",
-    "SSH_TTY",
-    "SSH_USER_AUTH",
-];
-
-/// A `Command` for `program` with an environment built from scratch:
-/// `PATH` = [`SAFE_PATH`] plus [`SESSION_ENV`] from this process.
-pub(crate) fn session_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
-    let mut cmd = std::process::Command::new(program);
-    cmd.env_clear().env("PATH", SAFE_PATH);
-    for name in SESSION_ENV {
-        if let Some(v) = std::env::var_os(name) {
-            cmd.env(name, v);
-        }
-    }
-    cmd
-}
-
 /// Which of the two jobs the container does (SPEC 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]

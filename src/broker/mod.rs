@@ -2,13 +2,16 @@
 //! then a shell-free exec. It must never run anything a rule does not allow,
 //! and never hand a byte of the request to a shell.
 
+mod argv;
 mod classes;
 pub(crate) mod ere;
-mod exec;
 pub(crate) mod rules;
 
+use crate::audit::{self, Event};
 use crate::config::{ConfigError, Runtime};
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
+use crate::lock::LockGuard;
+use crate::session::{self, Runner, SessionEnv};
 use clap::Parser;
 use rules::{DenyReason, Rule, RuleError};
 use std::path::PathBuf;
@@ -65,35 +68,30 @@ fn load(cfg: &BrokerConfig) -> Loaded {
 /// the other rules still apply).
 fn log_problems(loaded: &Loaded) {
     if let Some(e) = &loaded.list_error {
-        eprintln!("[broker] {e}");
+        Tool::Broker.say(e);
     }
     for rule in &loaded.rules {
         if let Err(error) = &rule.translated {
-            eprintln!("[broker] skipped: {}", RuleError { rule, error });
+            Tool::Broker.say(format_args!("skipped: {}", RuleError { rule, error }));
         }
     }
 }
 
-/// Audit text of a request: escaped, and cut short so a 64 KiB request
-/// does not flood the log.
-fn shown(request: &str) -> String {
-    const MAX_SHOWN: usize = 1024;
-    if request.len() <= MAX_SHOWN {
-        return crate::audit::escape(request);
-    }
-    let mut cut = MAX_SHOWN;
-    while !request.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!(
-        "{}... ({} bytes)",
-        crate::audit::escape(&request[..cut]),
-        request.len()
-    )
-}
+/// Why a request that is not UTF-8 is refused: grep in a UTF-8 locale
+/// matches no rule against it.
+pub(crate) const NOT_UTF8: &str = "request is not valid UTF-8";
 
 fn deny(request: &str, reason: DenyReason) -> ExitCode {
-    eprintln!("[broker] DENY: {} ({reason})", shown(request));
+    deny_bytes(request.as_bytes(), reason.to_string())
+}
+
+/// The DENY audit line for a request (also one that is not UTF-8).
+pub(crate) fn deny_bytes(request: &[u8], reason: String) -> ExitCode {
+    let event = Event::BrokerDeny {
+        request,
+        reason: Some(reason),
+    };
+    eprintln!("{}", audit::render(&event));
     exit::code(exit::DENIED)
 }
 
@@ -114,30 +112,49 @@ fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
     })
 }
 
-/// Decides and, when allowed, execs (does not return). Otherwise returns
-/// 126 (denied) or 127 (program not found) after the audit line.
-pub(crate) fn run(cfg: &BrokerConfig, request: &str) -> ExitCode {
+/// Decides on `request`: the argv to run when a rule allows it. Unusable
+/// rules and a bad prefix are logged here; the decision itself is not.
+pub(crate) fn allowed_argv(cfg: &BrokerConfig, request: &str) -> Result<Vec<String>, DenyReason> {
     let loaded = load(cfg);
     log_problems(&loaded);
-    let prefix = match prefix_words(&cfg.command_prefix) {
-        Ok(p) => p,
-        Err(e) => {
-            // Validated at boot; only a hand-set environment gets here.
-            eprintln!("[broker] {e}");
-            return deny(request, DenyReason::BadPrefix);
-        }
-    };
-    if let Err(reason) = decide(cfg, &loaded, request) {
-        return deny(request, reason);
-    }
-    let argv = exec::argv(&prefix, request);
+    let prefix = prefix_words(&cfg.command_prefix).map_err(|e| {
+        // Validated at boot; only a hand-set environment gets here.
+        Tool::Broker.say(&e);
+        DenyReason::BadPrefix
+    })?;
+    decide(cfg, &loaded, request)?;
+    let argv = argv::argv(&prefix, request);
     if argv.is_empty() {
-        return deny(request, DenyReason::Empty);
+        return Err(DenyReason::Empty);
     }
-    eprintln!("[broker] ALLOW: {}", shown(request));
-    let e = exec::exec(&argv);
-    eprintln!("{e}");
-    exit::code(e.exit_code())
+    Ok(argv)
+}
+
+/// Decides, logs the audit line and, when allowed, hands the argv to
+/// `runner` (the exec runner does not return). Otherwise returns 126
+/// (denied) or 127 (program not found).
+pub(crate) fn run(
+    cfg: &BrokerConfig,
+    request: &str,
+    runner: impl Runner,
+    lock: Option<LockGuard>,
+) -> ExitCode {
+    let argv = match allowed_argv(cfg, request) {
+        Ok(argv) => argv,
+        Err(reason) => return deny(request, reason),
+    };
+    let allow = Event::BrokerAllow {
+        request: request.as_bytes(),
+    };
+    eprintln!("{}", audit::render(&allow));
+    let cmd = session::Command::argv(argv, SessionEnv::from_process());
+    match runner.run(cmd, lock) {
+        Ok(code) => code,
+        Err(e) => {
+            Tool::Broker.say(&e);
+            exit::code(e.exit_code())
+        }
+    }
 }
 
 /// Boot-time check of `ALLOWED_COMMANDS` and `COMMAND_PREFIX`: one error per
@@ -195,11 +212,14 @@ const ENV_VARS: [&str; 3] = [
 
 /// The environment when any of its variables is set, else the runtime file
 /// (none at all: no rules, the default list file).
-fn config_from(runtime: Option<PathBuf>) -> Result<BrokerConfig, String> {
+fn config_from(runtime: Option<PathBuf>) -> Result<BrokerConfig, Failure> {
     if ENV_VARS.iter().any(|v| std::env::var_os(v).is_some()) {
         let mut cfg = BrokerConfig::empty();
-        let get = |var: &str| -> Result<Option<String>, String> {
-            crate::config::env_var(var).map_err(|e| e.to_string())
+        let get = |var: &str| -> Result<Option<String>, Failure> {
+            crate::config::env_var(var).map_err(|e| Failure::Other {
+                code: exit::CONFIG,
+                message: e.to_string(),
+            })
         };
         if let Some(v) = get("ALLOWED_COMMANDS")? {
             cfg.allowed_commands = v;
@@ -216,25 +236,20 @@ fn config_from(runtime: Option<PathBuf>) -> Result<BrokerConfig, String> {
     match Runtime::load(&path) {
         Ok(rt) => Ok(BrokerConfig::from_runtime(&rt)),
         Err(_) if !path.exists() => Ok(BrokerConfig::empty()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(Failure::Runtime(e)),
     }
 }
 
 pub fn main() -> ExitCode {
-    crate::sys::fd::cloexec_inherited();
-    let cli = match exit::parse_args::<Cli>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    let cfg = match config_from(cli.runtime) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("[broker] {e}");
-            return exit::code(exit::CONFIG);
-        }
-    };
+    exit::main(Tool::Broker, run_cli)
+}
+
+fn run_cli() -> Result<ExitCode, Failure> {
+    crate::sys::fd::cloexec_inherited().map_err(Failure::descriptors)?;
+    let cli = exit::parse_args::<Cli>()?;
+    let cfg = config_from(cli.runtime)?;
     if cli.list {
-        return list(&cfg);
+        return Ok(list(&cfg));
     }
     let raw = cli
         .request
@@ -242,25 +257,19 @@ pub fn main() -> ExitCode {
         .unwrap_or_default();
     let request = match raw.into_string() {
         Ok(r) => r,
-        Err(raw) => {
-            eprintln!(
-                "[broker] DENY: {} (request is not valid UTF-8)",
-                crate::audit::escape_bytes(raw.as_encoded_bytes())
-            );
-            return exit::code(exit::DENIED);
-        }
+        Err(raw) => return Ok(deny_bytes(raw.as_encoded_bytes(), NOT_UTF8.into())),
     };
     if cli.check {
-        return check(&cfg, &request);
+        return Ok(check(&cfg, &request));
     }
-    run(&cfg, &request)
+    Ok(run(&cfg, &request, session::ExecRunner, None))
 }
 
 fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
     let loaded = load(cfg);
     log_problems(&loaded);
     if let Err(e) = prefix_words(&cfg.command_prefix) {
-        eprintln!("[broker] {e}");
+        Tool::Broker.say(&e);
         return deny(request, DenyReason::BadPrefix);
     }
     match decide(cfg, &loaded, request) {

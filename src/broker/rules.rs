@@ -3,6 +3,7 @@
 //! cannot be translated exactly is reported and never used.
 
 use super::ere::{self, EreError, Shortcut, Translated};
+use crate::checked::OpenError;
 use std::fmt;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -136,20 +137,17 @@ pub(crate) fn file_rules(path: &Path) -> Result<Vec<Rule>, ListFileError> {
         problem,
     };
     // Non-blocking, so a FIFO planted as the list cannot hang a session.
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-    {
+    // The operator may point the path at a symlink (a mounted ConfigMap).
+    let file = match crate::checked::open_regular(path, true) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(err(e.to_string())),
+        Err(OpenError::Open(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Vec::new())
+        }
+        Err(OpenError::Open(e) | OpenError::Stat(e)) => return Err(err(e.to_string())),
+        Err(OpenError::NotRegular(_) | OpenError::Symlink) => {
+            return Err(err("not a regular file".into()))
+        }
     };
-    let meta = file.metadata().map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(err("not a regular file".into()));
-    }
     let mut text = Vec::new();
     file.take(MAX_LIST_FILE + 1)
         .read_to_end(&mut text)

@@ -1,13 +1,14 @@
 //! Runs `bastion-wrapper` for one `/cgi-bin/run` request: a clean explicit
 //! environment, the request in `SSH_ORIGINAL_COMMAND`, stdout and stderr
 //! merged into one pipe, its own process group. The output is streamed to
-//! the body as it comes; when the client goes away, the listener stops, or
-//! the command ends, the whole group is killed, so nothing is left running
-//! and the lock is released.
+//! a channel the body reads; when the client goes away or the listener
+//! stops, the group gets SIGTERM, a short grace, then SIGKILL; when the
+//! command ends, what is left of its group is killed, so nothing is left
+//! running and the lock is released. It knows nothing of connections.
 
 use super::access_log::{Entry, Exit};
-use super::body::{Body, CommandFailed, Output};
-use super::conn_io::ConnShared;
+use super::body::{CommandFailed, Output};
+use crate::session::SessionEnv;
 use crate::sys::privilege::Account;
 use crate::sys::process_group;
 use bytes::BytesMut;
@@ -19,7 +20,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
@@ -33,6 +33,8 @@ const PIPE_BYTES: i32 = 1024 * 1024;
 /// Chunks in flight between the pipe and hyper: the command blocks on a
 /// full pipe when the client reads slowly (backpressure, bounded memory).
 const CHANNEL_DEPTH: usize = 2;
+/// How long a command whose client is gone has between SIGTERM and SIGKILL.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Everything fixed at boot to start a command.
 #[derive(Debug, Clone)]
@@ -57,31 +59,29 @@ pub(crate) struct Job {
 
 impl Launcher {
     /// Starts the wrapper and a task that streams its output; returns the
-    /// response body. Errors: the wrapper could not be started.
+    /// output for the response body (the server builds the body: it knows
+    /// the connection, this does not). Errors: the wrapper could not be
+    /// started.
     pub(crate) fn start(
         &self,
         job: Job,
-        conn: Arc<ConnShared>,
         shutdown: watch::Receiver<bool>,
-    ) -> std::io::Result<Body> {
+    ) -> std::io::Result<mpsc::Receiver<Output>> {
         let (reader, writer) = std::io::pipe()?;
+        let mut env = SessionEnv::for_account(&self.account);
+        if let Some(r) = &job.request {
+            env = env.with("SSH_ORIGINAL_COMMAND", OsStr::from_bytes(r));
+        }
         let mut cmd = tokio::process::Command::new(&self.wrapper);
         cmd.arg("--runtime")
             .arg(&self.runtime)
             .env_clear()
-            .env("PATH", crate::config::SAFE_PATH)
-            .env("HOME", &self.account.home)
-            .env("USER", &self.account.name)
-            .env("LOGNAME", &self.account.name)
-            .env("SHELL", "/bin/sh")
+            .envs(env.vars())
             .current_dir(&self.workdir)
             .stdin(Stdio::null())
             .stdout(writer.try_clone()?)
             .stderr(writer)
             .process_group(0);
-        if let Some(r) = &job.request {
-            cmd.env("SSH_ORIGINAL_COMMAND", OsStr::from_bytes(r));
-        }
         let child = cmd.spawn()?;
         // Our copies of the write end go with `cmd`: EOF comes when the
         // command's processes have closed theirs.
@@ -106,7 +106,7 @@ impl Launcher {
             shutdown,
             self.stall_timeout,
         ));
-        Ok(Body::stream(rx, conn, self.stall_timeout))
+        Ok(rx)
     }
 }
 
@@ -140,22 +140,17 @@ async fn supervise(
     } = job;
     let mut stop = pump(&mut pipe, &tx, &mut shutdown, stall_timeout).await;
     drop(pipe);
-    if stop.is_some() {
-        let _ = process_group::kill_group(pgid);
-    }
     let status = match stop {
-        Some(_) => child.wait().await,
+        Some(_) => stop_group(&mut child, pgid).await,
         None => tokio::select! {
             s = child.wait() => s,
             _ = tx.closed() => {
                 stop = Some(Stop::ClientGone);
-                let _ = process_group::kill_group(pgid);
-                child.wait().await
+                stop_group(&mut child, pgid).await
             }
             _ = shutdown.changed() => {
                 stop = Some(Stop::Shutdown);
-                let _ = process_group::kill_group(pgid);
-                child.wait().await
+                stop_group(&mut child, pgid).await
             }
         },
     };
@@ -195,6 +190,21 @@ async fn supervise(
     drop(tx);
     drop(permit);
     entry.log(Some(200), exit, note.as_deref());
+}
+
+/// Stops a command nobody waits for any more: SIGTERM to its group, then
+/// [`STOP_GRACE`] for the wrapper to end (a runner may need it to clean up
+/// after its child), then SIGKILL. The caller SIGKILLs what is left of the
+/// group once the wrapper is reaped.
+async fn stop_group(child: &mut tokio::process::Child, pgid: u32) -> std::io::Result<ExitStatus> {
+    let _ = process_group::terminate_group(pgid);
+    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            let _ = process_group::kill_group(pgid);
+            child.wait().await
+        }
+    }
 }
 
 /// Copies the pipe to the body until EOF (`None`) or until it must stop.

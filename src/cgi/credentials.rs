@@ -63,11 +63,12 @@ pub(crate) enum Who {
     Bearer,
 }
 
-impl fmt::Display for Who {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Who {
+    /// The principal's name as the access log shows it (escaped there).
+    pub(crate) fn name(&self) -> &str {
         match self {
-            Who::User(u) => f.write_str(&crate::audit::escape(u)),
-            Who::Bearer => f.write_str("bearer"),
+            Who::User(u) => u,
+            Who::Bearer => "bearer",
         }
     }
 }

@@ -16,13 +16,13 @@ mod server;
 pub(crate) use credentials::Credentials;
 
 use crate::config::{ConfigError, Runtime, RUNTIME_FILE};
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
 use crate::sys::privilege;
 use clap::Parser;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,8 +53,8 @@ pub(crate) fn spawn_listener(
     port: u16,
     creds: Credentials,
 ) -> std::io::Result<Child> {
-    let mut child = Command::new(exe)
-        .env_clear()
+    let mut child = crate::session::SessionEnv::empty()
+        .command(exe)
         .arg("--runtime")
         .arg(runtime_file)
         .arg("--port")
@@ -111,40 +111,23 @@ struct Args {
     stall_timeout: u64,
 }
 
-enum BootError {
-    Config(Vec<ConfigError>),
-    Os(String),
-}
-
 pub fn main() -> ExitCode {
-    crate::sys::fd::cloexec_inherited();
-    let args = match exit::parse_args::<Args>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    match run(args) {
-        Ok(()) => exit::code(exit::OK),
-        Err(BootError::Config(errors)) => {
-            for e in errors {
-                eprintln!("{e}");
-            }
-            exit::code(exit::CONFIG)
-        }
-        Err(BootError::Os(msg)) => {
-            eprintln!("bastion-cgi: {msg}");
-            exit::code(exit::FAILURE)
-        }
-    }
+    exit::main(Tool::Cgi, || {
+        crate::sys::fd::cloexec_inherited().map_err(Failure::descriptors)?;
+        let args = exit::parse_args::<Args>()?;
+        run(args)?;
+        Ok(exit::code(exit::OK))
+    })
 }
 
-fn read_stdin_credentials() -> Result<Credentials, BootError> {
+fn read_stdin_credentials() -> Result<Credentials, Failure> {
     let mut wire = Vec::new();
     std::io::stdin()
         .take((credentials::MAX_SECRET + 64) as u64)
         .read_to_end(&mut wire)
-        .map_err(|e| BootError::Os(format!("cannot read credentials from stdin: {e}")))?;
+        .map_err(|e| Failure::os(format!("cannot read credentials from stdin: {e}")))?;
     Credentials::from_wire(&wire).map_err(|p| {
-        BootError::Config(vec![ConfigError::new(
+        Failure::Config(vec![ConfigError::new(
             "--credentials-stdin",
             None,
             p,
@@ -153,22 +136,15 @@ fn read_stdin_credentials() -> Result<Credentials, BootError> {
     })
 }
 
-fn run(args: Args) -> Result<(), BootError> {
-    let runtime = Runtime::load(&args.runtime).map_err(|e| {
-        BootError::Config(vec![ConfigError::new(
-            "--runtime",
-            Some(&args.runtime.display().to_string()),
-            e.to_string(),
-            "pass the runtime file written by bastion-entrypoint",
-        )])
-    })?;
+fn run(args: Args) -> Result<(), Failure> {
+    let runtime = Runtime::load(&args.runtime)?;
     let creds = if args.credentials_stdin {
         read_stdin_credentials()?
     } else {
         credentials::from_env_for(&runtime.user)
-            .map_err(BootError::Config)?
+            .map_err(Failure::Config)?
             .ok_or_else(|| {
-                BootError::Config(vec![ConfigError::new(
+                Failure::Config(vec![ConfigError::new(
                     "HTTP_BASIC_AUTH",
                     None,
                     "no HTTP credentials are configured (there is no anonymous access)",
@@ -176,18 +152,17 @@ fn run(args: Args) -> Result<(), BootError> {
                 )])
             })?
     };
-    let wrapper = std::env::current_exe()
-        .map_err(|e| BootError::Os(format!("cannot find my own executable: {e}")))?
-        .with_file_name("bastion-wrapper");
+    let wrapper = crate::sibling::sibling("bastion-wrapper")
+        .map_err(|e| Failure::os(format!("cannot find my own executable: {e}")))?;
     if !wrapper.is_file() {
-        return Err(BootError::Os(format!(
+        return Err(Failure::os(format!(
             "{} is missing: bastion-wrapper must sit next to bastion-cgi",
             wrapper.display()
         )));
     }
     let addr = SocketAddr::new(args.listen, args.port);
     let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| BootError::Os(format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|e| Failure::os(format!("cannot listen on {addr}: {e}")))?;
     // With --port 0 the kernel picks the port; say which.
     let addr = listener.local_addr().unwrap_or(addr);
 
@@ -195,13 +170,11 @@ fn run(args: Args) -> Result<(), BootError> {
     let account = if privilege::is_root() {
         privilege::drop_to(&runtime.user)
     } else {
-        eprintln!(
-            "bastion-cgi: not started as root: serving as the current user, without a privilege drop"
-        );
+        Tool::Cgi.say("not started as root: serving as the current user, without a privilege drop");
         privilege::current_account()
     }
-    .map_err(|e| BootError::Os(e.to_string()))?;
-    privilege::set_non_dumpable().map_err(|e| BootError::Os(e.to_string()))?;
+    .map_err(|e| Failure::os(e.to_string()))?;
+    privilege::set_non_dumpable().map_err(|e| Failure::os(e.to_string()))?;
 
     let workdir = if account.home.is_dir() {
         account.home.clone()
@@ -219,29 +192,31 @@ fn run(args: Args) -> Result<(), BootError> {
         header_timeout: Duration::from_secs(args.header_timeout),
         max_commands: args.max_commands as usize,
     };
-    eprintln!(
-        "bastion-cgi: listening on {addr} ({} auth) as {} (uid {}), at most {} commands at once",
+    Tool::Cgi.say(format_args!(
+        "listening on {addr} ({} auth) as {} (uid {}), at most {} commands at once",
         creds.scheme().name(),
         account.name,
         account.uid,
         limits.max_commands
-    );
+    ));
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| BootError::Os(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Failure::os(format!("cannot start the runtime: {e}")))?;
     rt.block_on(async move {
         listener
             .set_nonblocking(true)
-            .map_err(|e| BootError::Os(format!("cannot set up the listener: {e}")))?;
+            .map_err(|e| Failure::os(format!("cannot set up the listener: {e}")))?;
         let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| BootError::Os(format!("cannot set up the listener: {e}")))?;
+            .map_err(|e| Failure::os(format!("cannot set up the listener: {e}")))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let app = Arc::new(server::App::new(creds, launcher, limits, stopped.clone()));
         let serving = tokio::spawn(server::serve(listener, app.clone(), stopped));
         let signal = wait_for_stop_signal().await;
-        eprintln!("bastion-cgi: {signal}: killing running commands and stopping");
+        Tool::Cgi.say(format_args!(
+            "{signal}: killing running commands and stopping"
+        ));
         let _ = stop.send(true);
         let _ = serving.await;
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, app.commands_finished()).await;

@@ -8,6 +8,7 @@ use super::body::Body;
 use super::command::{Job, Launcher, EXIT_CODE_TRAILER};
 use super::conn_io::{ConnIo, ConnShared};
 use super::credentials::Credentials;
+use crate::tool::Tool;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -97,7 +98,7 @@ pub(crate) async fn serve(
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                eprintln!("bastion-cgi: accept failed: {e}");
+                Tool::Cgi.say(format_args!("accept failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -283,7 +284,7 @@ impl App {
             }
             (c, None) => c.map(|v| v.as_bytes().to_vec()),
         };
-        entry.command = request.as_deref().map(crate::audit::escape_bytes);
+        entry.command.clone_from(&request);
 
         if *self.shutdown.borrow() {
             return log(
@@ -311,11 +312,9 @@ impl App {
             entry: entry.clone(),
             permit,
         };
-        match self
-            .launcher
-            .start(job, conn.clone(), self.shutdown.clone())
-        {
-            Ok(body) => {
+        match self.launcher.start(job, self.shutdown.clone()) {
+            Ok(output) => {
+                let body = Body::stream(output, conn.clone(), self.launcher.stall_timeout);
                 let mut r = Response::new(body);
                 let hs = r.headers_mut();
                 hs.insert(
@@ -334,10 +333,10 @@ impl App {
                 r
             }
             Err(e) => {
-                eprintln!(
-                    "bastion-cgi: cannot start {}: {e}",
+                Tool::Cgi.say(format_args!(
+                    "cannot start {}: {e}",
                     self.launcher.wrapper.display()
-                );
+                ));
                 let r = closing(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error: the command could not be started",

@@ -67,6 +67,20 @@ pub(super) fn align(group_file: &str, gid: u32, user: &str) -> (String, GroupCha
     (out, change)
 }
 
+/// The socket's group id when a Docker socket is mounted.
+pub(super) fn docker_socket_gid(path: &std::path::Path) -> Option<Result<u32, String>> {
+    use std::fs;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match fs::metadata(path) {
+        Err(_) => None,
+        Ok(m) if m.file_type().is_socket() => Some(Ok(m.gid())),
+        Ok(_) => Some(Err(format!(
+            "{} exists but is not a socket (Docker creates a directory when the mounted path is missing)",
+            path.display()
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

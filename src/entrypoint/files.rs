@@ -1,12 +1,11 @@
 //! Root-owned files the session side reads but must never change: the run
 //! directory, the runtime file, the merged keys, the lock file. Written
 //! atomically (temp file + rename in the same directory) and never through
-//! a symlink. Also the key index's private socket directory, which only
-//! `nobody` (and root) may enter.
+//! a symlink.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// `mkdir -p` then make `dir` root-owned with `mode`, refusing a symlink.
@@ -48,35 +47,6 @@ pub(super) fn write_root_file(path: &Path, contents: &[u8], mode: u32) -> io::Re
     make_root_owned(&tmp, &f.metadata()?, mode)?;
     drop(f);
     fs::rename(&tmp, path)
-}
-
-/// Creates `dir` if missing (its parent is root's) and makes it a private
-/// directory of `uid`:`gid` with `mode`, through a descriptor opened
-/// without following a symlink, so a link at the path is refused.
-pub(super) fn ensure_private_dir(dir: &Path, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let d = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(dir)
-        .map_err(|e| match e.raw_os_error() {
-            Some(nix::libc::ELOOP) | Some(nix::libc::ENOTDIR) => {
-                io::Error::other(format!("{} is not a directory", dir.display()))
-            }
-            _ => e,
-        })?;
-    let m = d.metadata()?;
-    if m.uid() != uid || m.gid() != gid {
-        std::os::unix::fs::fchown(&d, Some(uid), Some(gid))?;
-    }
-    if m.mode() & 0o7777 != mode {
-        d.set_permissions(fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
 }
 
 /// Creates the lock file if missing (never truncates it: a lock taken on the
@@ -122,15 +92,6 @@ mod tests {
         let link = d.join("link.lock");
         std::os::unix::fs::symlink(&p, &link).unwrap();
         assert!(ensure_lock_file(&link).is_err());
-        let private = d.join("keys-index");
-        ensure_private_dir(&private, 65534, 65534, 0o700).unwrap();
-        fs::set_permissions(&private, fs::Permissions::from_mode(0o777)).unwrap();
-        ensure_private_dir(&private, 65534, 65534, 0o700).unwrap();
-        let m = fs::symlink_metadata(&private).unwrap();
-        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (65534, 65534, 0o700));
-        let dir_link = d.join("link-index");
-        std::os::unix::fs::symlink(&private, &dir_link).unwrap();
-        assert!(ensure_private_dir(&dir_link, 65534, 65534, 0o700).is_err());
         fs::remove_dir_all(&d).unwrap();
     }
 }

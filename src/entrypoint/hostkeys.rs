@@ -3,10 +3,11 @@
 //! one.
 
 use super::BootError;
+use crate::session::SessionEnv;
+use crate::tool::Tool;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The key types sshd gets, strongest first (the order sshd offers them).
 const TYPES: [(&str, &str); 3] = [
@@ -27,11 +28,11 @@ pub(super) fn ensure(dir: &Path, keygen: &Path) -> Result<Vec<PathBuf>, BootErro
         let action = match fs::metadata(&path) {
             Ok(m) => {
                 if m.permissions().mode() & 0o077 != 0 {
-                    eprintln!(
-                        "bastion-entrypoint: warning: host key {} is readable by group or others (mode {:o}); sshd will refuse it: chmod 600 it",
+                    Tool::Entrypoint.say(format_args!(
+                        "warning: host key {} is readable by group or others (mode {:o}); sshd will refuse it: chmod 600 it",
                         path.display(),
                         m.permissions().mode() & 0o7777
-                    );
+                    ));
                 }
                 "kept"
             }
@@ -41,11 +42,11 @@ pub(super) fn ensure(dir: &Path, keygen: &Path) -> Result<Vec<PathBuf>, BootErro
             }
             Err(e) => return Err(BootError::io(format!("inspect {}", path.display()), e)),
         };
-        eprintln!(
-            "bastion-entrypoint: host key {} {action}: {}",
+        Tool::Entrypoint.say(format_args!(
+            "host key {} {action}: {}",
             path.display(),
             fingerprint(&path, keygen)
-        );
+        ));
         paths.push(path);
     }
     Ok(paths)
@@ -61,8 +62,8 @@ fn generate(kind: &str, path: &Path, keygen: &Path) -> Result<(), BootError> {
     let tmp_pub = tmp.with_extension("tmp.pub");
     let _ = fs::remove_file(&tmp);
     let _ = fs::remove_file(&tmp_pub);
-    let out = Command::new(keygen)
-        .env_clear()
+    let out = SessionEnv::empty()
+        .command(keygen)
         .args(["-q", "-t", kind, "-N", "", "-C", "", "-f"])
         .arg(&tmp)
         .output()
@@ -84,8 +85,8 @@ fn generate(kind: &str, path: &Path, keygen: &Path) -> Result<(), BootError> {
 }
 
 fn fingerprint(path: &Path, keygen: &Path) -> String {
-    match Command::new(keygen)
-        .env_clear()
+    match SessionEnv::empty()
+        .command(keygen)
         .arg("-lf")
         .arg(path)
         .output()

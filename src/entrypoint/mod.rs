@@ -10,13 +10,14 @@ mod settings;
 mod sshd_config;
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE, SAFE_PATH, SESSION_USER};
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
+use crate::session::SessionEnv;
 use clap::Parser;
 use settings::Settings;
 use std::fmt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,35 +69,22 @@ impl fmt::Display for BootError {
 }
 
 pub fn main() -> ExitCode {
-    let args = match exit::parse_args::<Args>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{e}");
-            }
-            return exit::code(exit::CONFIG);
+    exit::main(Tool::Entrypoint, || {
+        let args = exit::parse_args::<Args>()?;
+        let settings = Settings::from_env().map_err(Failure::Config)?;
+        for w in &settings.warnings {
+            log(&format!("warning: {w}"));
         }
-    };
-    for w in &settings.warnings {
-        log(&format!("warning: {w}"));
-    }
-    match boot(settings, args.prepare_only) {
-        Ok(()) => exit::code(exit::OK),
-        Err(e) => {
-            for line in e.to_string().lines() {
-                log(line);
-            }
-            exit::code(e.exit_code())
-        }
-    }
+        boot(settings, args.prepare_only).map_err(|e| Failure::Other {
+            code: e.exit_code(),
+            message: e.to_string(),
+        })?;
+        Ok(exit::code(exit::OK))
+    })
 }
 
 fn log(msg: &str) {
-    eprintln!("bastion-entrypoint: {msg}");
+    Tool::Entrypoint.say(msg);
 }
 
 /// Runs the boot steps in order; returns only for `--prepare-only` or on
@@ -180,11 +168,10 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
 
     // sshd gets a clean environment: the container's (HTTP secrets
     // included) must not be visible in its /proc entry.
-    let err = Command::new(&sshd)
+    let err = SessionEnv::safe_path()
+        .command(&sshd)
         .args(["-D", "-e", "-f"])
         .arg(&p.sshd_config)
-        .env_clear()
-        .env("PATH", SAFE_PATH)
         .exec();
     Err(BootError::io(format!("exec {}", sshd.display()), err))
 }
@@ -202,7 +189,7 @@ fn prepare_key_index_dir(runtime_file: &Path) -> Result<(), BootError> {
         ));
         return Ok(());
     };
-    files::ensure_private_dir(&dir, nobody.uid.as_raw(), nobody.gid.as_raw(), 0o700)
+    crate::checked::ensure_private_dir(&dir, nobody.uid.as_raw(), nobody.gid.as_raw(), 0o700)
         .map_err(|e| BootError::io(format!("prepare {}", dir.display()), e))
 }
 
@@ -264,7 +251,7 @@ fn count_dir_keys(dir: &Path) -> usize {
 }
 
 fn align_docker_group(socket: &Path, group_file: &Path) -> Result<(), BootError> {
-    let gid = match settings::docker_socket_gid(socket) {
+    let gid = match docker_group::docker_socket_gid(socket) {
         None => return Ok(()),
         Some(Err(w)) => {
             log(&format!("warning: {w}; docker commands will not work"));
@@ -324,12 +311,11 @@ fn render_sshd_config(s: &Settings, host_keys: &[PathBuf], pty: bool) -> Result<
 }
 
 fn check_sshd_config(sshd: &Path, config: &Path) -> Result<(), BootError> {
-    let out = Command::new(sshd)
+    let out = SessionEnv::safe_path()
+        .command(sshd)
         .arg("-t")
         .arg("-f")
         .arg(config)
-        .env_clear()
-        .env("PATH", SAFE_PATH)
         .output()
         .map_err(|e| BootError::io(format!("run {} -t", sshd.display()), e))?;
     if out.status.success() {

@@ -3,10 +3,11 @@
 //! together so the operator sees every problem in one go.
 
 use crate::cgi::Credentials;
-use crate::config::{self, env_var, ConfigError, LockPolicy, Mode};
+use crate::config::{self, ConfigError, LockPolicy, Mode};
+use std::ffi::OsString;
 use std::fs;
 use std::net::IpAddr;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where everything lives. In the image these are the fixed paths of SPEC 3;
@@ -73,17 +74,56 @@ pub(super) struct Settings {
     pub(super) warnings: Vec<String>,
 }
 
-/// Reads variables, pushing a ConfigError for each bad one.
-struct Env<'a> {
-    errors: &'a mut Vec<ConfigError>,
+/// Default `SSH_PORT`.
+pub(super) const DEFAULT_SSH_PORT: u16 = 22;
+/// Default `HTTP_PORT` (the listener's own default too).
+pub(super) const DEFAULT_HTTP_PORT: u16 = crate::cgi::DEFAULT_PORT;
+
+/// The variable names this module reads.
+mod var {
+    pub(super) const BASTION_ROOT: &str = "BASTION_ROOT";
+    pub(super) const SSH_PORT: &str = "SSH_PORT";
+    pub(super) const HTTP_PORT: &str = "HTTP_PORT";
+    pub(super) const SSH_LISTEN_ADDRESS: &str = "SSH_LISTEN_ADDRESS";
+    pub(super) const COMMAND_LOCK: &str = "COMMAND_LOCK";
+    pub(super) const FORCE_COMMAND: &str = "FORCE_COMMAND";
+    pub(super) const ALLOWED_COMMANDS: &str = "ALLOWED_COMMANDS";
+    pub(super) const COMMAND_PREFIX: &str = "COMMAND_PREFIX";
+    pub(super) const AUTHORIZED_KEYS_DIR: &str = "AUTHORIZED_KEYS_DIR";
+    pub(super) const AUTHORIZED_KEYS_HOST: &str = "AUTHORIZED_KEYS_HOST";
+    pub(super) const AUTHORIZED_KEYS_REPO: &str = "AUTHORIZED_KEYS_REPO";
 }
 
-impl Env<'_> {
+/// Reads variables through a lookup (the process environment at boot, a
+/// map in tests), pushing a ConfigError for each bad one.
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<OsString>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Env<'a> {
+    fn new(lookup: &'a dyn Fn(&str) -> Option<OsString>) -> Self {
+        Self {
+            lookup,
+            errors: Vec::new(),
+        }
+    }
+
+    /// UTF-8 text; unset or empty is `None`, non-UTF-8 an error.
     fn get(&mut self, var: &str) -> Option<String> {
-        env_var(var).unwrap_or_else(|e| {
-            self.errors.push(e);
-            None
-        })
+        match (self.lookup)(var)?.into_string() {
+            Ok(v) if v.is_empty() => None,
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.errors.push(ConfigError::new(
+                    var,
+                    None,
+                    "is not valid UTF-8",
+                    "set it to UTF-8 text",
+                ));
+                None
+            }
+        }
     }
 
     fn port(&mut self, var: &str, default: u16) -> u16 {
@@ -123,35 +163,231 @@ impl Env<'_> {
     }
 }
 
+/// `BASTION_ROOT`: `/` unless set to an absolute directory.
+fn read_root(env: &mut Env<'_>) -> PathBuf {
+    match env.get(var::BASTION_ROOT) {
+        None => PathBuf::from("/"),
+        Some(r) if r.starts_with('/') => PathBuf::from(r),
+        Some(r) => {
+            env.errors.push(ConfigError::new(
+                var::BASTION_ROOT,
+                Some(&r),
+                "is not an absolute path",
+                "unset it (the image uses /) or give an absolute directory",
+            ));
+            PathBuf::from("/")
+        }
+    }
+}
+
+/// Ports and listen addresses.
+#[derive(Debug, PartialEq, Eq)]
+struct Network {
+    ssh_port: u16,
+    http_port: u16,
+    listen: Vec<IpAddr>,
+}
+
+fn read_network(env: &mut Env<'_>) -> Network {
+    let ssh_port = env.port(var::SSH_PORT, DEFAULT_SSH_PORT);
+    let http_port = env.port(var::HTTP_PORT, DEFAULT_HTTP_PORT);
+    let mut listen = Vec::new();
+    if let Some(v) = env.get(var::SSH_LISTEN_ADDRESS) {
+        for a in v.split([',', ' ']).filter(|a| !a.is_empty()) {
+            match a.parse::<IpAddr>() {
+                Ok(ip) => listen.push(ip),
+                Err(_) => env.errors.push(ConfigError::new(
+                    var::SSH_LISTEN_ADDRESS,
+                    Some(&v),
+                    format!("\"{}\" is not an IP address", crate::audit::escape(a)),
+                    "give IP addresses separated by commas, or unset it to listen on all",
+                )),
+            }
+        }
+    }
+    Network {
+        ssh_port,
+        http_port,
+        listen,
+    }
+}
+
+/// SPEC 14, with session containers and upstreams: sshd listens only on
+/// the addresses the container had at boot (unless SSH_LISTEN_ADDRESS says
+/// otherwise), never on a session network it joins later; and the egress
+/// gate is a session's only way to its upstreams.
+fn read_gate(env: &mut Env<'_>, net: &mut Network) {
+    let image = env.get("SESSION_IMAGE");
+    let upstreams = env.get("UPSTREAMS");
+    let session_network = env.get("SESSION_NETWORK");
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+    if net.listen.is_empty() && set(&image) && set(&upstreams) {
+        match crate::gate::own_ports::boot_addresses() {
+            Ok(a) => net.listen = a,
+            Err(e) => env.errors.push(ConfigError::new(
+                var::SSH_LISTEN_ADDRESS,
+                None,
+                format!("cannot list the container's addresses to listen on: {e}"),
+                "set SSH_LISTEN_ADDRESS to the addresses sshd should listen on",
+            )),
+        }
+    }
+    if let Some(e) =
+        crate::gate::check_session_network(session_network.as_deref(), upstreams.as_deref())
+    {
+        env.errors.push(e);
+    }
+}
+
+fn read_lock(env: &mut Env<'_>) -> LockPolicy {
+    match env.get(var::COMMAND_LOCK) {
+        None => LockPolicy::Exclusive,
+        Some(v) => LockPolicy::parse(&v).unwrap_or_else(|problem| {
+            env.errors.push(ConfigError::new(
+                var::COMMAND_LOCK,
+                Some(&v),
+                "is not a lock policy",
+                problem,
+            ));
+            LockPolicy::Exclusive
+        }),
+    }
+}
+
+/// What is at the rule list file's path, looked at once at boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListFile {
+    Missing,
+    Regular { world_readable: bool },
+    NotRegular,
+}
+
+impl ListFile {
+    fn at(path: &Path) -> Self {
+        match fs::metadata(path) {
+            Ok(m) if m.is_file() => ListFile::Regular {
+                world_readable: m.permissions().mode() & 0o004 != 0,
+            },
+            Ok(_) => ListFile::NotRegular,
+            Err(_) => ListFile::Missing,
+        }
+    }
+}
+
+/// The mode and the broker's inputs.
+#[derive(Debug, PartialEq, Eq)]
+struct ModeSettings {
+    mode: Mode,
+    allowed_commands: String,
+    command_prefix: String,
+}
+
+/// Mode (SPEC 3): broker when ALLOWED_COMMANDS is set or the list file
+/// exists; otherwise FORCE_COMMAND is required.
+fn read_mode(
+    env: &mut Env<'_>,
+    list_path: &Path,
+    list: ListFile,
+    warnings: &mut Vec<String>,
+) -> ModeSettings {
+    let force = env.get(var::FORCE_COMMAND);
+    let allowed_commands = env.get(var::ALLOWED_COMMANDS).unwrap_or_default();
+    let command_prefix = env.get(var::COMMAND_PREFIX).unwrap_or_default();
+    let list_exists = match list {
+        ListFile::Regular { world_readable } => {
+            if !world_readable {
+                warnings.push(format!(
+                    "{} is not world-readable; the broker runs as {} and must read it on every request",
+                    list_path.display(),
+                    config::SESSION_USER
+                ));
+            }
+            true
+        }
+        ListFile::NotRegular => {
+            env.errors.push(ConfigError::new(
+                "allowed-commands.list",
+                Some(&list_path.display().to_string()),
+                "is not a regular file (Docker creates a directory when the mounted file is missing)",
+                "mount an existing rule file there",
+            ));
+            true
+        }
+        ListFile::Missing => false,
+    };
+    let mode = if !allowed_commands.is_empty() || list_exists {
+        if force.is_some() {
+            warnings.push("FORCE_COMMAND is ignored: broker mode is on".to_owned());
+        }
+        env.errors.extend(crate::broker::validate_boot(
+            &allowed_commands,
+            &command_prefix,
+        ));
+        Mode::Broker
+    } else if let Some(command) = force {
+        Mode::Force { command }
+    } else {
+        env.errors.push(ConfigError::new(
+            var::FORCE_COMMAND,
+            None,
+            format!(
+                "no mode configured: neither FORCE_COMMAND nor ALLOWED_COMMANDS is set and {} does not exist",
+                list_path.display()
+            ),
+            "set FORCE_COMMAND for force-command mode, or ALLOWED_COMMANDS (or mount the list file) for broker mode",
+        ));
+        Mode::Broker
+    };
+    ModeSettings {
+        mode,
+        allowed_commands,
+        command_prefix,
+    }
+}
+
+/// Where the keys come from (SPEC 3, 6).
+#[derive(Debug, PartialEq, Eq)]
+struct KeySources {
+    dir: PathBuf,
+    host: PathBuf,
+    repo: PathBuf,
+}
+
+fn read_key_sources(env: &mut Env<'_>, paths: &Paths) -> KeySources {
+    KeySources {
+        dir: env.path(
+            var::AUTHORIZED_KEYS_DIR,
+            paths.under("/etc/bastion/users.d"),
+        ),
+        host: env.path(
+            var::AUTHORIZED_KEYS_HOST,
+            paths.under("/etc/bastion/authorized_keys.host"),
+        ),
+        repo: env.path(
+            var::AUTHORIZED_KEYS_REPO,
+            paths.under("/etc/bastion/authorized_keys.repo"),
+        ),
+    }
+}
+
 impl Settings {
     pub(super) fn from_env() -> Result<Settings, Vec<ConfigError>> {
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
-        let mut env = Env {
-            errors: &mut errors,
-        };
+        let bin_dir = crate::sibling::exe_dir().unwrap_or_else(|| PathBuf::from("/usr/local/bin"));
+        Self::read(&|name| std::env::var_os(name), bin_dir)
+    }
 
-        let root = match env.get("BASTION_ROOT") {
-            None => PathBuf::from("/"),
-            Some(r) if r.starts_with('/') => PathBuf::from(r),
-            Some(r) => {
-                env.errors.push(ConfigError::new(
-                    "BASTION_ROOT",
-                    Some(&r),
-                    "is not an absolute path",
-                    "unset it (the image uses /) or give an absolute directory",
-                ));
-                PathBuf::from("/")
-            }
-        };
-        let bin_dir = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_owned))
-            .unwrap_or_else(|| PathBuf::from("/usr/local/bin"));
-        let paths = Paths::new(root, bin_dir);
+    /// Every reader over `lookup`, then the checks that look at files.
+    fn read(
+        lookup: &dyn Fn(&str) -> Option<OsString>,
+        bin_dir: PathBuf,
+    ) -> Result<Settings, Vec<ConfigError>> {
+        let mut env = Env::new(lookup);
+        let mut warnings = Vec::new();
+
+        let paths = Paths::new(read_root(&mut env), bin_dir);
         for (what, p) in [
             ("the bastion binaries' directory", &paths.bin_dir),
-            ("BASTION_ROOT", &paths.runtime_file),
+            (var::BASTION_ROOT, &paths.runtime_file),
         ] {
             if let Err(problem) = super::sshd_config::path_str(p) {
                 env.errors.push(ConfigError::new(
@@ -162,125 +398,18 @@ impl Settings {
                 ));
             }
         }
+        let mut net = read_network(&mut env);
+        read_gate(&mut env, &mut net);
+        let command_lock = read_lock(&mut env);
+        let list = ListFile::at(&paths.allowed_commands_file);
+        let mode = read_mode(&mut env, &paths.allowed_commands_file, list, &mut warnings);
 
-        let ssh_port = env.port("SSH_PORT", 22);
-        let http_port = env.port("HTTP_PORT", 8080);
-        let command_lock = match env.get("COMMAND_LOCK") {
-            None => LockPolicy::Exclusive,
-            Some(v) => LockPolicy::parse(&v).unwrap_or_else(|problem| {
-                env.errors.push(ConfigError::new(
-                    "COMMAND_LOCK",
-                    Some(&v),
-                    "is not a lock policy",
-                    problem,
-                ));
-                LockPolicy::Exclusive
-            }),
-        };
-        let mut listen = Vec::new();
-        if let Some(v) = env.get("SSH_LISTEN_ADDRESS") {
-            for a in v.split([',', ' ']).filter(|a| !a.is_empty()) {
-                match a.parse::<IpAddr>() {
-                    Ok(ip) => listen.push(ip),
-                    Err(_) => env.errors.push(ConfigError::new(
-                        "SSH_LISTEN_ADDRESS",
-                        Some(&v),
-                        format!("\"{}\" is not an IP address", crate::audit::escape(a)),
-                        "give IP addresses separated by commas, or unset it to listen on all",
-                    )),
-                }
-            }
-        }
-
-        // SPEC 14: with the gate, sshd listens only on the addresses the
-        // container had at boot, never on a session network it joins later.
-        let gated = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
-        if listen.is_empty() && gated(&env.get("SESSION_IMAGE")) && gated(&env.get("UPSTREAMS")) {
-            match crate::gate::own_ports::boot_addresses() {
-                Ok(a) => listen = a,
-                Err(e) => env.errors.push(ConfigError::new(
-                    "SSH_LISTEN_ADDRESS",
-                    None,
-                    format!("cannot list the container's addresses to listen on: {e}"),
-                    "set SSH_LISTEN_ADDRESS to the addresses sshd should listen on",
-                )),
-            }
-        }
-
-        // SPEC 14: the egress gate is a session's only way to its upstreams.
-        let session_network = env.get("SESSION_NETWORK");
-        let upstreams = env.get("UPSTREAMS");
-        if let Some(e) =
-            crate::gate::check_session_network(session_network.as_deref(), upstreams.as_deref())
-        {
-            env.errors.push(e);
-        }
-
-        // Mode (SPEC 3): broker when ALLOWED_COMMANDS is set or the list file
-        // exists; otherwise FORCE_COMMAND is required.
-        let force = env.get("FORCE_COMMAND");
-        let allowed_commands = env.get("ALLOWED_COMMANDS").unwrap_or_default();
-        let command_prefix = env.get("COMMAND_PREFIX").unwrap_or_default();
-        let list_exists = match fs::metadata(&paths.allowed_commands_file) {
-            Ok(m) if m.is_file() => {
-                if m.permissions().mode() & 0o004 == 0 {
-                    warnings.push(format!(
-                        "{} is not world-readable; the broker runs as {} and must read it on every request",
-                        paths.allowed_commands_file.display(),
-                        config::SESSION_USER
-                    ));
-                }
-                true
-            }
-            Ok(_) => {
-                env.errors.push(ConfigError::new(
-                    "allowed-commands.list",
-                    Some(&paths.allowed_commands_file.display().to_string()),
-                    "is not a regular file (Docker creates a directory when the mounted file is missing)",
-                    "mount an existing rule file there",
-                ));
-                true
-            }
-            Err(_) => false,
-        };
-        let mode = if !allowed_commands.is_empty() || list_exists {
-            if force.is_some() {
-                warnings.push("FORCE_COMMAND is ignored: broker mode is on".to_owned());
-            }
-            env.errors.extend(crate::broker::validate_boot(
-                &allowed_commands,
-                &command_prefix,
-            ));
-            Mode::Broker
-        } else if let Some(command) = force {
-            Mode::Force { command }
-        } else {
-            env.errors.push(ConfigError::new(
-                "FORCE_COMMAND",
-                None,
-                format!(
-                    "no mode configured: neither FORCE_COMMAND nor ALLOWED_COMMANDS is set and {} does not exist",
-                    paths.allowed_commands_file.display()
-                ),
-                "set FORCE_COMMAND for force-command mode, or ALLOWED_COMMANDS (or mount the list file) for broker mode",
-            ));
-            Mode::Broker
-        };
-
-        // Key sources (SPEC 3, 6): a missing source just has no keys; one
-        // that exists but cannot be read is a mistake worth stopping for.
-        let keys_dir = env.path("AUTHORIZED_KEYS_DIR", paths.under("/etc/bastion/users.d"));
-        let keys_host = env.path(
-            "AUTHORIZED_KEYS_HOST",
-            paths.under("/etc/bastion/authorized_keys.host"),
-        );
-        let keys_repo = env.path(
-            "AUTHORIZED_KEYS_REPO",
-            paths.under("/etc/bastion/authorized_keys.repo"),
-        );
-        check_keys_dir(&keys_dir, env.errors, &mut warnings);
-        check_key_file("AUTHORIZED_KEYS_HOST", &keys_host, env.errors);
-        check_key_file("AUTHORIZED_KEYS_REPO", &keys_repo, env.errors);
+        // A missing key source just has no keys; one that exists but cannot
+        // be read is a mistake worth stopping for.
+        let keys = read_key_sources(&mut env, &paths);
+        check_keys_dir(&keys.dir, &mut env.errors, &mut warnings);
+        check_key_file(var::AUTHORIZED_KEYS_HOST, &keys.host, &mut env.errors);
+        check_key_file(var::AUTHORIZED_KEYS_REPO, &keys.repo, &mut env.errors);
 
         let credentials = match crate::cgi::credentials_from_env() {
             Ok(c) => c,
@@ -289,30 +418,30 @@ impl Settings {
                 None
             }
         };
-        if credentials.is_some() && http_port == ssh_port {
+        if credentials.is_some() && net.http_port == net.ssh_port {
             env.errors.push(ConfigError::new(
-                "HTTP_PORT",
-                Some(&http_port.to_string()),
+                var::HTTP_PORT,
+                Some(&net.http_port.to_string()),
                 "is the same as SSH_PORT",
                 "give the HTTP listener and sshd different ports",
             ));
         }
 
-        if !errors.is_empty() {
-            return Err(errors);
+        if !env.errors.is_empty() {
+            return Err(env.errors);
         }
         Ok(Settings {
             paths,
-            mode,
-            allowed_commands,
-            command_prefix,
+            mode: mode.mode,
+            allowed_commands: mode.allowed_commands,
+            command_prefix: mode.command_prefix,
             command_lock,
-            ssh_port,
-            http_port,
-            listen,
-            keys_dir,
-            keys_host,
-            keys_repo,
+            ssh_port: net.ssh_port,
+            http_port: net.http_port,
+            listen: net.listen,
+            keys_dir: keys.dir,
+            keys_host: keys.host,
+            keys_repo: keys.repo,
             credentials,
             warnings,
         })
@@ -401,15 +530,189 @@ fn check_keys_dir(dir: &Path, errors: &mut Vec<ConfigError>, warnings: &mut Vec<
     }
 }
 
-/// The socket's group id when a Docker socket is mounted.
-pub(super) fn docker_socket_gid(path: &Path) -> Option<Result<u32, String>> {
-    use std::os::unix::fs::MetadataExt;
-    match fs::metadata(path) {
-        Err(_) => None,
-        Ok(m) if m.file_type().is_socket() => Some(Ok(m.gid())),
-        Ok(_) => Some(Err(format!(
-            "{} exists but is not a socket (Docker creates a directory when the mounted path is missing)",
-            path.display()
-        ))),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(pairs: &[(&str, &str)], read: impl FnOnce(&mut Env<'_>)) -> Vec<ConfigError> {
+        let map: HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+            .collect();
+        let lookup = move |name: &str| map.get(name).cloned();
+        let mut env = Env::new(&lookup);
+        read(&mut env);
+        env.errors
+    }
+
+    #[test]
+    fn network_defaults_and_addresses() {
+        let errors = with(&[("SSH_LISTEN_ADDRESS", "127.0.0.1, ::1")], |env| {
+            let n = read_network(env);
+            assert_eq!((n.ssh_port, n.http_port), (22, 8080));
+            assert_eq!(n.listen.len(), 2);
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn with_session_containers_and_upstreams_sshd_keeps_to_the_boot_addresses() {
+        let gated = [
+            ("SESSION_IMAGE", "bastion-session:latest"),
+            ("UPSTREAMS", "prod deploy@10.0.0.5:22 /run/secrets/prod_key"),
+        ];
+        let errors = with(&gated, |env| {
+            let mut n = read_network(env);
+            read_gate(env, &mut n);
+            assert!(
+                n.listen.contains(&"127.0.0.1".parse().unwrap()),
+                "{:?}",
+                n.listen
+            );
+            assert!(
+                n.listen.iter().all(|a| !a.is_unspecified()),
+                "{:?}",
+                n.listen
+            );
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        // Either alone changes nothing; an explicit address list wins.
+        for pairs in [&gated[..1], &gated[1..]] {
+            with(pairs, |env| {
+                let mut n = read_network(env);
+                read_gate(env, &mut n);
+                assert!(n.listen.is_empty(), "{pairs:?}: {:?}", n.listen);
+            });
+        }
+        let mut explicit = gated.to_vec();
+        explicit.push(("SSH_LISTEN_ADDRESS", "::1"));
+        with(&explicit, |env| {
+            let mut n = read_network(env);
+            read_gate(env, &mut n);
+            assert_eq!(n.listen, ["::1".parse::<IpAddr>().unwrap()]);
+        });
+        let errors = with(&[gated[1], ("SESSION_NETWORK", "backend")], |env| {
+            let mut n = read_network(env);
+            read_gate(env, &mut n);
+        });
+        let vars: Vec<&str> = errors.iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(vars, ["SESSION_NETWORK"]);
+    }
+
+    #[test]
+    fn every_bad_network_value_is_reported() {
+        let errors = with(
+            &[
+                ("SSH_PORT", "0"),
+                ("HTTP_PORT", "http"),
+                ("SSH_LISTEN_ADDRESS", "localhost"),
+            ],
+            |env| {
+                let n = read_network(env);
+                assert_eq!((n.ssh_port, n.http_port), (22, 8080));
+            },
+        );
+        let vars: Vec<&str> = errors.iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(vars, ["SSH_PORT", "HTTP_PORT", "SSH_LISTEN_ADDRESS"]);
+    }
+
+    #[test]
+    fn non_utf8_is_an_error_and_empty_is_unset() {
+        use std::os::unix::ffi::OsStringExt;
+        let lookup = |name: &str| match name {
+            "SSH_PORT" => Some(OsString::from_vec(b"2\xff".to_vec())),
+            "HTTP_PORT" => Some(OsString::new()),
+            _ => None,
+        };
+        let mut env = Env::new(&lookup);
+        let n = read_network(&mut env);
+        assert_eq!((n.ssh_port, n.http_port), (22, 8080));
+        assert_eq!(env.errors.len(), 1);
+        assert!(env.errors[0].to_string().contains("not valid UTF-8"));
+    }
+
+    #[test]
+    fn lock_policy_is_read_or_reported() {
+        assert!(with(&[("COMMAND_LOCK", "wait:5")], |env| {
+            assert_eq!(read_lock(env), LockPolicy::Wait { seconds: 5 });
+        })
+        .is_empty());
+        let errors = with(&[("COMMAND_LOCK", "shared")], |env| {
+            assert_eq!(read_lock(env), LockPolicy::Exclusive);
+        });
+        assert_eq!(errors[0].var, "COMMAND_LOCK");
+    }
+
+    #[test]
+    fn mode_follows_the_rules_then_force_command() {
+        let list = Path::new("/etc/bastion/allowed-commands.list");
+        let mut warnings = Vec::new();
+        let errors = with(
+            &[("FORCE_COMMAND", "uptime"), ("ALLOWED_COMMANDS", "ls")],
+            |env| {
+                let m = read_mode(env, list, ListFile::Missing, &mut warnings);
+                assert_eq!(m.mode, Mode::Broker);
+            },
+        );
+        assert!(errors.is_empty());
+        assert_eq!(warnings, ["FORCE_COMMAND is ignored: broker mode is on"]);
+        let errors = with(&[("FORCE_COMMAND", "uptime")], |env| {
+            let m = read_mode(env, list, ListFile::Missing, &mut Vec::new());
+            assert_eq!(
+                m.mode,
+                Mode::Force {
+                    command: "uptime".into()
+                }
+            );
+        });
+        assert!(errors.is_empty());
+        let errors = with(&[], |env| {
+            let m = read_mode(
+                env,
+                list,
+                ListFile::Regular {
+                    world_readable: true,
+                },
+                &mut Vec::new(),
+            );
+            assert_eq!(m.mode, Mode::Broker);
+        });
+        assert!(errors.is_empty());
+        let errors = with(&[], |env| {
+            read_mode(env, list, ListFile::Missing, &mut Vec::new());
+        });
+        assert_eq!(errors[0].var, "FORCE_COMMAND");
+        let errors = with(&[("ALLOWED_COMMANDS", "(a)\\1")], |env| {
+            read_mode(env, list, ListFile::Missing, &mut Vec::new());
+        });
+        assert_eq!(errors[0].var, "ALLOWED_COMMANDS");
+    }
+
+    #[test]
+    fn key_sources_must_be_absolute() {
+        let paths = Paths::new(PathBuf::from("/r"), PathBuf::from("/bin"));
+        let errors = with(
+            &[
+                ("AUTHORIZED_KEYS_DIR", "keys"),
+                ("AUTHORIZED_KEYS_REPO", "/srv/repo.keys"),
+            ],
+            |env| {
+                let k = read_key_sources(env, &paths);
+                assert_eq!(k.dir, Path::new("/r/etc/bastion/users.d"));
+                assert_eq!(k.host, Path::new("/r/etc/bastion/authorized_keys.host"));
+                assert_eq!(k.repo, Path::new("/srv/repo.keys"));
+            },
+        );
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].var, "AUTHORIZED_KEYS_DIR");
+    }
+
+    #[test]
+    fn a_relative_root_is_refused() {
+        let errors = with(&[("BASTION_ROOT", "tmp")], |env| {
+            assert_eq!(read_root(env), PathBuf::from("/"));
+        });
+        assert_eq!(errors[0].var, "BASTION_ROOT");
     }
 }

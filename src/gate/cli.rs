@@ -7,7 +7,7 @@ use super::network::{self, EngineCli};
 use super::relay::{ConnectRecord, EventSink, Limits, Target};
 use super::ssh_config::{render, ContainerSide, ContainerUpstream};
 use super::{GateSpec, SessionGate};
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -66,31 +66,22 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match exit::parse_args::<Cli>() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bastion-gate: cannot start: {e}");
-            return exit::code(exit::FAILURE);
-        }
-    };
-    let engine = EngineCli::new(&cli.engine);
-    match rt.block_on(run(cli.command, engine)) {
-        Ok(()) => exit::code(exit::OK),
-        Err((code, msg)) => {
-            eprintln!("bastion-gate: {msg}");
-            exit::code(code)
-        }
-    }
+    exit::main(Tool::Gate, run)
 }
 
-async fn run(command: Command, engine: EngineCli) -> Result<(), (u8, String)> {
+fn run() -> Result<ExitCode, Failure> {
+    let cli = exit::parse_args::<Cli>()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::os(format!("cannot start: {e}")))?;
+    let engine = EngineCli::new(&cli.engine);
+    rt.block_on(serve(cli.command, engine))
+        .map_err(|(code, message)| Failure::Other { code, message })?;
+    Ok(exit::code(exit::OK))
+}
+
+async fn serve(command: Command, engine: EngineCli) -> Result<(), (u8, String)> {
     let instance = network::own_container_id().map_err(|e| (exit::FAILURE, e.to_string()))?;
     match command {
         Command::Reap { session } => {
@@ -131,7 +122,8 @@ async fn run(command: Command, engine: EngineCli) -> Result<(), (u8, String)> {
                     ..Limits::default()
                 },
             };
-            let sink: EventSink = Arc::new(|r: ConnectRecord| eprintln!("{}", r.text()));
+            let sink: EventSink =
+                Arc::new(|r: ConnectRecord| eprintln!("{}", crate::audit::render(&r.event())));
             let gate = SessionGate::open(spec, &engine, sink)
                 .await
                 .map_err(|e| (exit::FAILURE, e.to_string()))?;

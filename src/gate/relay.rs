@@ -105,27 +105,20 @@ pub(crate) struct ConnectRecord {
 }
 
 impl ConnectRecord {
-    /// The event as one `key=value` line, every value escaped.
-    pub(crate) fn text(&self) -> String {
-        let mut line = format!(
-            "event=upstream.connect session={} identity={} upstream={} target={} client={} bytes_up={} bytes_down={} duration_ms={} outcome={}",
-            crate::audit::escape(&self.session),
-            crate::audit::escape(&self.identity),
-            crate::audit::escape(&self.upstream),
-            crate::audit::escape(&self.target),
-            self.client,
-            self.bytes_up,
-            self.bytes_down,
-            self.duration.as_millis(),
-            self.outcome.word(),
-        );
-        if let Some(r) = self.outcome.reason() {
-            line.push_str(&format!(
-                " reason=\"{}\"",
-                crate::audit::escape(r).replace('"', "\\\"")
-            ));
-        }
-        line
+    /// The `upstream.connect` audit event; render it with `audit::render`.
+    pub(crate) fn event(&self) -> crate::audit::Event<'_> {
+        crate::audit::Event::UpstreamConnect(crate::audit::UpstreamConnect {
+            session: &self.session,
+            identity: &self.identity,
+            upstream: &self.upstream,
+            target: &self.target,
+            client: self.client,
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+            duration_ms: self.duration.as_millis(),
+            outcome: self.outcome.word(),
+            reason: self.outcome.reason(),
+        })
     }
 }
 

@@ -103,38 +103,6 @@ fn socket_name(id: (u64, u64)) -> String {
     format!("{PROTOCOL}-{}-{}.sock", id.0, id.1)
 }
 
-/// The socket directory may be used only if no one but our user (and
-/// root) can enter it: a real directory (not a symlink), ours, mode 0700
-/// or stricter. Anyone else could plant or squat the socket.
-fn private_dir(dir: &Path) -> Result<(), String> {
-    let shown = crate::audit::escape_bytes(dir.as_os_str().as_bytes());
-    let m = std::fs::symlink_metadata(dir).map_err(|e| format!("{shown}: {e}"))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if !m.file_type().is_dir() {
-        Err(format!("{shown} is not a directory"))
-    } else if m.uid() != me {
-        Err(format!("{shown} is owned by uid {}, not uid {me}", m.uid()))
-    } else if m.mode() & 0o077 != 0 {
-        Err(format!(
-            "{shown} has mode {:o}, not 0700",
-            m.mode() & 0o7777
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// Only root and our own user may ask or answer.
-fn trusted_peer(sock: &UnixStream) -> Result<(), String> {
-    let uid = sys::peer_uid(sock).map_err(|e| format!("cannot check its owner: {e}"))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if uid == 0 || uid == me {
-        Ok(())
-    } else {
-        Err(format!("it is held by uid {uid}, not by uid {me}"))
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct Reply {
     /// The directory the index watches, as (st_dev, st_ino).
@@ -196,7 +164,7 @@ pub(crate) fn query(
             "not a local file system inotify can vouch for",
         ));
     }
-    private_dir(sockets).map_err(|why| {
+    crate::checked::private_dir(sockets).map_err(|why| {
         Fallback::noted(format!("key index not used ({why}); reading every file"))
     })?;
     let id = dir_id(dir).map_err(Fallback::quiet)?;
@@ -208,7 +176,7 @@ pub(crate) fn query(
         ))
     };
     let mut sock = loop {
-        match sys::connect_unix_nonblocking(&path) {
+        match crate::sys::unix_connect::connect_unix_nonblocking(&path) {
             Ok(s) => break s,
             Err(e)
                 if matches!(
@@ -232,7 +200,7 @@ pub(crate) fn query(
             Err(e) => return Err(Fallback::quiet(e)),
         }
     };
-    trusted_peer(&sock).map_err(|why| {
+    crate::checked::trusted_peer(&sock).map_err(|why| {
         Fallback::noted(format!(
             "key index socket not used ({why}); reading every file"
         ))
@@ -336,7 +304,7 @@ fn checked(reply: Reply) -> Result<FileKeys, &'static str> {
 /// waits for our stdout to close). The caller does not wait for it.
 pub(crate) fn start(dir: &Path, sockets: &Path) {
     use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let (Ok(exe), Ok(dir), Ok(sockets)) = (
         std::env::current_exe(),
         std::path::absolute(dir),
@@ -344,11 +312,11 @@ pub(crate) fn start(dir: &Path, sockets: &Path) {
     ) else {
         return;
     };
-    let _ = Command::new(exe)
+    let _ = crate::session::SessionEnv::empty()
+        .command(exe)
         .arg("--serve-index")
         .arg(&dir)
         .arg(&sockets)
-        .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -386,7 +354,7 @@ fn bind(
     sockets: &Path,
     id: (u64, u64),
 ) -> io::Result<Option<(UnixListener, Bound, std::fs::File)>> {
-    private_dir(sockets).map_err(io::Error::other)?;
+    crate::checked::private_dir(sockets).map_err(io::Error::other)?;
     let name = socket_name(id);
     let lock = std::fs::OpenOptions::new()
         .read(true)
@@ -404,7 +372,7 @@ fn bind(
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            match sys::connect_unix_nonblocking(&path) {
+            match crate::sys::unix_connect::connect_unix_nonblocking(&path) {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     std::fs::remove_file(&path)?;
                     match UnixListener::bind(&path) {
@@ -455,7 +423,7 @@ fn serve_on(dir: &Path, id: (u64, u64), listener: &UnixListener, bound: &Bound) 
     let mut last_question = Instant::now();
     loop {
         let inotify_fd = index.inotify.as_ref().map_or(-1, |i| i.raw_fd());
-        let ready = sys::poll(
+        let ready = crate::sys::poll::poll(
             &[
                 (listener.as_raw_fd(), false),
                 (inotify_fd, false),
@@ -688,7 +656,7 @@ impl Index {
 
     /// Answers one question. False when the index must stop.
     fn answer(&mut self, mut sock: UnixStream) -> bool {
-        if sock.set_nonblocking(false).is_err() || trusted_peer(&sock).is_err() {
+        if sock.set_nonblocking(false).is_err() || crate::checked::trusted_peer(&sock).is_err() {
             return true;
         }
         let _ = sock.set_read_timeout(Some(CALLER_TIMEOUT));
@@ -703,7 +671,8 @@ impl Index {
         // Everything that changed before the question was sent is queued
         // now, and a mount made before it is in the table.
         let mounts_moved =
-            sys::poll(&[(self.mounts.as_raw_fd(), true)], Duration::ZERO).map_or(true, |r| r[0]);
+            crate::sys::poll::poll(&[(self.mounts.as_raw_fd(), true)], Duration::ZERO)
+                .map_or(true, |r| r[0]);
         if mounts_moved && self.mounts_changed().is_err() {
             return false;
         }

@@ -3,7 +3,8 @@
 //! anything taken verbatim from the line: the key is re-encoded from the
 //! decoded blob, options and comments are dropped.
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD_NO_PAD};
+use crate::sshkey::{check_blob, PublicKey, KEY_TYPES};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use std::fmt;
@@ -12,50 +13,12 @@ use std::fmt;
 /// is under 3 KiB of base64.
 pub(crate) const MAX_LINE: usize = 16 * 1024;
 
-/// Key types sshd accepts in authorized_keys (plain keys, FIDO keys).
-const ACCEPTED: [&str; 7] = [
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-];
-
 /// Padding is optional in what we read (OpenSSH's decoder accepts both);
 /// what we print is always canonical padded base64.
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
-
-/// One accepted public key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PublicKey {
-    pub(crate) kind: &'static str,
-    /// The decoded key blob (SSH wire format).
-    pub(crate) blob: Vec<u8>,
-}
-
-impl PublicKey {
-    /// `SHA256:<base64 without padding>`, as ssh-keygen -l and sshd's `%f`.
-    pub(crate) fn fingerprint(&self) -> String {
-        format!(
-            "SHA256:{}",
-            STANDARD_NO_PAD.encode(super::sha256::digest(&self.blob))
-        )
-    }
-
-    /// `type base64`, re-encoded from the blob.
-    pub(crate) fn to_openssh(&self) -> String {
-        format!(
-            "{} {}",
-            self.kind,
-            base64::engine::general_purpose::STANDARD.encode(&self.blob)
-        )
-    }
-}
 
 /// What one line of a key file is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +84,7 @@ fn token(s: &[u8]) -> (&[u8], &[u8]) {
 }
 
 fn accepted(t: &[u8]) -> Option<&'static str> {
-    ACCEPTED.iter().copied().find(|a| a.as_bytes() == t)
+    KEY_TYPES.iter().copied().find(|a| a.as_bytes() == t)
 }
 
 /// Parses one line (without its `\n`; a trailing `\r` is ignored).
@@ -147,7 +110,7 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Line, LineError> {
         return Err(LineError::NoKey);
     }
     let blob = LENIENT.decode(b64).map_err(|_| LineError::BadBase64)?;
-    check_blob(kind, &blob)?;
+    check_blob(kind, &blob).map_err(LineError::BadBlob)?;
     Ok(Line::Key(PublicKey { kind, blob }))
 }
 
@@ -175,84 +138,6 @@ fn classify_unknown(first: &[u8], line: &[u8]) -> LineError {
     } else {
         LineError::UnknownType(text)
     }
-}
-
-/// Reads SSH wire-format strings (`u32` big-endian length + bytes).
-struct Wire<'a>(&'a [u8]);
-
-impl<'a> Wire<'a> {
-    fn string(&mut self) -> Result<&'a [u8], LineError> {
-        let short = LineError::BadBlob("truncated");
-        if self.0.len() < 4 {
-            return Err(short);
-        }
-        let n = u32::from_be_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]) as usize;
-        let rest = &self.0[4..];
-        if rest.len() < n {
-            return Err(short);
-        }
-        self.0 = &rest[n..];
-        Ok(&rest[..n])
-    }
-
-    fn end(&self) -> Result<(), LineError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(LineError::BadBlob("trailing bytes after the key"))
-        }
-    }
-}
-
-/// Checks that the blob is a key of `kind`: its leading string is the type
-/// and its fields are the ones of that type, nothing more.
-fn check_blob(kind: &str, blob: &[u8]) -> Result<(), LineError> {
-    let mut w = Wire(blob);
-    if w.string()? != kind.as_bytes() {
-        return Err(LineError::BadBlob(
-            "the key's type does not match the line's",
-        ));
-    }
-    let curve = |w: &mut Wire<'_>, want: &[u8]| -> Result<(), LineError> {
-        if w.string()? != want {
-            return Err(LineError::BadBlob("wrong curve for the key type"));
-        }
-        let point = w.string()?;
-        if point.first() != Some(&4) {
-            return Err(LineError::BadBlob("not an uncompressed curve point"));
-        }
-        Ok(())
-    };
-    match kind {
-        "ssh-ed25519" => ed25519(&mut w)?,
-        "sk-ssh-ed25519@openssh.com" => {
-            ed25519(&mut w)?;
-            w.string()?; // application
-        }
-        "ssh-rsa" => {
-            let e = w.string()?;
-            let n = w.string()?;
-            if e.is_empty() || n.len() < 64 {
-                return Err(LineError::BadBlob("RSA modulus too short"));
-            }
-        }
-        "ecdsa-sha2-nistp256" => curve(&mut w, b"nistp256")?,
-        "ecdsa-sha2-nistp384" => curve(&mut w, b"nistp384")?,
-        "ecdsa-sha2-nistp521" => curve(&mut w, b"nistp521")?,
-        "sk-ecdsa-sha2-nistp256@openssh.com" => {
-            curve(&mut w, b"nistp256")?;
-            w.string()?; // application
-        }
-        _ => return Err(LineError::BadBlob("unsupported type")),
-    }
-    w.end()
-}
-
-fn ed25519(w: &mut Wire<'_>) -> Result<(), LineError> {
-    if w.string()?.len() != 32 {
-        return Err(LineError::BadBlob("an ed25519 key is 32 bytes"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

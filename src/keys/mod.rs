@@ -5,12 +5,11 @@
 
 pub(crate) mod index;
 mod line;
-mod sha256;
 pub(crate) mod source;
 
-use crate::audit::escape;
+use crate::audit::{self, escape, Event};
 use crate::config::{Runtime, RUNTIME_FILE};
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
 use clap::Parser;
 use source::FileKeys;
 use std::io::Write as _;
@@ -53,28 +52,19 @@ struct Cli {
 const MERGED_IDENTITY: &str = "merged";
 
 pub fn main() -> ExitCode {
-    let cli = match exit::parse_args::<Cli>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+    exit::main(Tool::Keys, run)
+}
+
+fn run() -> Result<ExitCode, Failure> {
+    let cli = exit::parse_args::<Cli>()?;
     if let Some([dir, sockets]) = cli.serve_index.as_deref() {
-        return match index::serve(dir, sockets) {
-            Ok(()) => exit::code(exit::OK),
-            Err(e) => {
-                eprintln!("bastion-keys: key index for {}: {e}", dir.display());
-                exit::code(exit::FAILURE)
-            }
-        };
+        index::serve(dir, sockets)
+            .map_err(|e| Failure::os(format!("key index for {}: {e}", dir.display())))?;
+        return Ok(exit::code(exit::OK));
     }
-    let rt = match Runtime::load(&cli.runtime) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bastion-keys: {e}");
-            return exit::code(exit::CONFIG);
-        }
-    };
+    let rt = Runtime::load(&cli.runtime)?;
     if cli.user.as_deref() != Some(rt.user.as_str()) {
-        return exit::code(exit::OK);
+        return Ok(exit::code(exit::OK));
     }
     let how = if cli.scan {
         Via::Scan
@@ -87,13 +77,11 @@ pub fn main() -> ExitCode {
     // FingerprintHash in sshd_config, print every key rather than none.
     let fingerprint = cli.fingerprint.filter(|f| f.starts_with("SHA256:"));
     let sockets = index::socket_dir(&cli.runtime);
-    let Some((answer, start_index)) = lookup(&rt, &sockets, fingerprint.as_deref(), how) else {
-        eprintln!("bastion-keys: the key index cannot answer");
-        return exit::code(exit::FAILURE);
-    };
+    let (answer, start_index) = lookup(&rt, &sockets, fingerprint.as_deref(), how)
+        .ok_or_else(|| Failure::os("the key index cannot answer"))?;
     let mut err = std::io::stderr().lock();
-    for l in &answer.log {
-        let _ = writeln!(err, "bastion-keys: {l}");
+    for text in &answer.log {
+        let _ = writeln!(err, "{}", audit::render(&Event::KeyNote { text }));
     }
     let mut out = std::io::stdout().lock();
     if out
@@ -101,14 +89,15 @@ pub fn main() -> ExitCode {
         .and_then(|()| out.flush())
         .is_err()
     {
-        return exit::code(exit::FAILURE);
+        // sshd stopped reading: nobody to tell.
+        return Ok(exit::code(exit::FAILURE));
     }
     drop(out);
     // After answering, so this login does not wait for it.
     if start_index {
         index::start(&rt.authorized_keys_dir, &sockets);
     }
-    exit::code(exit::OK)
+    Ok(exit::code(exit::OK))
 }
 
 /// What one call prints: authorized_keys lines, and log lines for stderr.
@@ -140,7 +129,7 @@ fn lookup(
         match index::query(dir, sockets, fingerprint, timeout) {
             Ok(f) => Some(f),
             Err(fallback) if how == Via::IndexOnly => {
-                eprintln!("bastion-keys: {}", fallback.reason);
+                Tool::Keys.say(&fallback.reason);
                 return None;
             }
             Err(fallback) => {

@@ -4,13 +4,14 @@
 //! `MAX_FILE` bytes of a file and never reports more than `MAX_PROBLEMS`
 //! problems (plus a count of the rest) for one file.
 
-use super::line::{self, Line, PublicKey};
-use crate::audit::{escape, escape_bytes};
+use super::line::{self, Line};
+use crate::audit::escape;
+use crate::checked::OpenError;
+use crate::sshkey::PublicKey;
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 /// A key file larger than this is read up to here (and the cut logged).
@@ -55,43 +56,20 @@ pub(crate) fn identity_of(name: &OsStr) -> Option<Result<String, String>> {
 
 /// Shown in logs for `dir/name`, escaped.
 pub(crate) fn display(dir: &Path, name: &OsStr) -> String {
-    escape_bytes(dir.join(name).as_os_str().as_bytes())
+    crate::audit::escape_path(&dir.join(name))
 }
 
-/// Opens a file without following a final symlink and without blocking on
-/// a FIFO, and checks it is a regular file.
+/// [`crate::checked::open_regular`], with the reason in the words of the
+/// key log.
 fn open_regular(path: &Path, follow: bool) -> Result<File, String> {
-    let mut flags = nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC;
-    if !follow {
-        flags |= nix::libc::O_NOFOLLOW;
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(nix::libc::ELOOP) => {
-                "skipped: is a symbolic link (copy or bind-mount the file instead)".to_owned()
-            }
-            _ => format!("skipped: cannot open: {}", io_text(&e)),
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("skipped: cannot stat: {}", io_text(&e)))?;
-    let ft = meta.file_type();
-    if !ft.is_file() {
-        let what = if ft.is_dir() {
-            "a directory"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "a device"
-        };
-        return Err(format!("skipped: is {what}, not a regular file"));
-    }
-    Ok(file)
+    crate::checked::open_regular(path, follow).map_err(|e| match e {
+        OpenError::Symlink => {
+            "skipped: is a symbolic link (copy or bind-mount the file instead)".to_owned()
+        }
+        OpenError::Open(e) => format!("skipped: cannot open: {}", io_text(&e)),
+        OpenError::Stat(e) => format!("skipped: cannot stat: {}", io_text(&e)),
+        OpenError::NotRegular(what) => format!("skipped: is {what}, not a regular file"),
+    })
 }
 
 fn io_text(e: &io::Error) -> String {
@@ -171,7 +149,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<OsString>, String> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
         format!(
             "{}: cannot read the key directory: {}; no keys from it",
-            escape_bytes(dir.as_os_str().as_bytes()),
+            crate::audit::escape_path(dir),
             io_text(&e)
         )
     })?;

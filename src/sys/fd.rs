@@ -9,36 +9,47 @@ use std::os::fd::AsFd;
 /// Marks every descriptor from 3 up close-on-exec, so nothing a parent
 /// leaked (a pipe, a socket) reaches a command this process execs. Called
 /// first thing by the binaries that exec commands; the lock descriptor is
-/// made inheritable afterwards, on purpose.
-pub(crate) fn cloexec_inherited() {
+/// made inheritable afterwards, on purpose. An error means some descriptor
+/// may still leak: the caller must not run anything (it exits 1).
+pub(crate) fn cloexec_inherited() -> std::io::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets descriptor
     // flags (nothing is closed, no memory is touched).
-    let done = unsafe {
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_close_range,
             3 as libc::c_uint,
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         )
-    } == 0;
-    if done {
-        return;
-    }
-    // Kernels before 5.11 lack the flag: walk /proc/self/fd (the listing's
-    // own descriptor is closed before the loop).
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
     };
-    let fds: Vec<i32> = dir
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    // Kernels before 5.11 lack the flag (EINVAL), older ones the call
+    // (ENOSYS): walk /proc/self/fd instead. Anything else is a failure.
+    if !matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(err);
+    }
+    // The listing's own descriptor is closed before the loop.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .map(|e| e.map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())))
+        .collect::<std::io::Result<Vec<Option<i32>>>>()?
+        .into_iter()
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .filter(|&fd| fd >= 3)
         .collect();
     for fd in fds {
-        // SAFETY: F_SETFD on a descriptor number only sets its flags; one
-        // that is no longer open fails with EBADF, which is fine.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: F_SETFD on a descriptor number only sets its flags.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+            let err = std::io::Error::last_os_error();
+            // The listing's own descriptor, closed since: nothing to mark.
+            if err.raw_os_error() != Some(libc::EBADF) {
+                return Err(err);
+            }
+        }
     }
+    Ok(())
 }
 
 /// Clears `FD_CLOEXEC` on `fd` so it is inherited across `exec`.

@@ -1,6 +1,6 @@
-//! Raw inotify, poll and a non-blocking Unix socket connect for the key
-//! index (`keys::index`): the watch on `users.d` that lets the index answer
-//! without re-reading every file, and a way to ask it that never hangs.
+//! Raw inotify for the key index (`keys::index`): the watch on `users.d`
+//! that lets the index answer without re-reading every file. It only
+//! watches; deciding what a change means is the index's job.
 
 use nix::libc;
 use std::ffi::CString;
@@ -8,9 +8,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
 
 pub(crate) use libc::{
     IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_DONT_FOLLOW, IN_IGNORED,
@@ -94,107 +92,6 @@ fn parse_events(mut b: &[u8], out: &mut Vec<Event>) {
         out.push(Event { wd, mask, name });
         b = &b[16 + len..];
     }
-}
-
-/// Waits until one of `fds` is readable (or, with `pri`, has priority
-/// data or an error: how /proc/self/mountinfo says the mounts changed), or
-/// `timeout` passes. Returns which are ready.
-pub(crate) fn poll(fds: &[(RawFd, bool)], timeout: Duration) -> io::Result<Vec<bool>> {
-    let mut p: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&(fd, pri)| libc::pollfd {
-            fd,
-            events: if pri { libc::POLLPRI } else { libc::POLLIN },
-            revents: 0,
-        })
-        .collect();
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: `p` is a valid array of `p.len()` pollfd structs for the call.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
-        }
-        return Err(e);
-    }
-    Ok(p.iter().map(|x| x.revents != 0).collect())
-}
-
-/// The uid of the process at the other end of a Unix socket.
-pub(crate) fn peer_uid(sock: &impl AsRawFd) -> io::Result<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes passed, and
-    // SO_PEERCRED writes at most `len` bytes of a `struct ucred`.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cred.uid)
-}
-
-/// Connects to the stream socket at `path` without ever waiting: a
-/// listener whose backlog is full gives `WouldBlock` at once (a blocking
-/// `connect` would wait for as long as no one accepts). The stream returned
-/// is non-blocking.
-pub(crate) fn connect_unix_nonblocking(path: &Path) -> io::Result<UnixStream> {
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "socket path too long",
-        ));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: plain syscall with constant arguments.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
-    // SAFETY: `addr` is a valid sockaddr_un and `len` is within its size
-    // (checked above); the kernel only reads it.
-    let r = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::EINPROGRESS) => io::Error::from(io::ErrorKind::WouldBlock),
-            _ => e,
-        });
-    }
-    Ok(UnixStream::from(fd))
 }
 
 #[cfg(test)]

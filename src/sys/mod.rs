@@ -3,5 +3,8 @@
 
 pub(crate) mod fd;
 pub(crate) mod inotify;
+pub(crate) mod peer;
+pub(crate) mod poll;
 pub(crate) mod privilege;
 pub(crate) mod process_group;
+pub(crate) mod unix_connect;

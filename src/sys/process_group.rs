@@ -1,4 +1,4 @@
-//! Killing a command's whole process group (the wrapper runs each HTTP
+//! Stopping a command's whole process group (the wrapper runs each HTTP
 //! command as the leader of its own group), and sizing the pipe its output
 //! comes through. No `unsafe` here: nix wraps the syscalls.
 
@@ -9,6 +9,16 @@ use std::os::fd::AsFd;
 /// SIGKILL to every process of group `pgid`. A group that is already empty
 /// is not an error.
 pub(crate) fn kill_group(pgid: u32) -> std::io::Result<()> {
+    signal_group(pgid, Signal::SIGKILL)
+}
+
+/// SIGTERM to every process of group `pgid`: the polite first step, so a
+/// command (or a runner that must clean up after its child) can finish.
+pub(crate) fn terminate_group(pgid: u32) -> std::io::Result<()> {
+    signal_group(pgid, Signal::SIGTERM)
+}
+
+fn signal_group(pgid: u32, signal: Signal) -> std::io::Result<()> {
     let Ok(raw) = i32::try_from(pgid) else {
         return Err(std::io::Error::other("process group id out of range"));
     };
@@ -18,7 +28,7 @@ pub(crate) fn kill_group(pgid: u32) -> std::io::Result<()> {
             "refusing to signal process group 0 or 1",
         ));
     }
-    match killpg(Pid::from_raw(raw), Signal::SIGKILL) {
+    match killpg(Pid::from_raw(raw), signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -4,12 +4,12 @@
 //! to a shell, and never lets it reach the forced command's environment.
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE};
-use crate::exit;
+use crate::exit::{self, Failure, Tool};
 use crate::lock::{self, Acquired, LockGuard};
+use crate::session::{self, ExecRunner, Runner, SessionEnv};
 use clap::Parser;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,70 +31,51 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
-    crate::sys::fd::cloexec_inherited();
-    let args = match exit::parse_args::<Args>() {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    let rt = match Runtime::load(&args.runtime) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bastion-wrapper: {e}");
-            return exit::code(exit::FAILURE);
-        }
-    };
+    exit::main(Tool::Wrapper, run)
+}
+
+fn run() -> Result<ExitCode, Failure> {
+    crate::sys::fd::cloexec_inherited().map_err(Failure::descriptors)?;
+    let args = exit::parse_args::<Args>()?;
+    let rt = Runtime::load(&args.runtime)?;
     let guard = match lock::acquire(&rt.lock_file, rt.command_lock) {
         Ok(Acquired::Held(guard)) => guard,
         Ok(Acquired::Busy) => {
             println!("{BUSY_LINE}");
-            return exit::code(exit::OK);
+            return Ok(exit::code(exit::OK));
         }
-        Err(e) => {
-            eprintln!("bastion-wrapper: {e}");
-            return exit::code(exit::FAILURE);
-        }
+        Err(e) => return Err(Failure::os(e)),
     };
     let request = std::env::var_os("SSH_ORIGINAL_COMMAND");
-    match &rt.mode {
-        Mode::Force { command } => exec_forced(command, guard),
+    Ok(match &rt.mode {
+        Mode::Force { command } => run_forced(command, guard),
         Mode::Broker => run_broker(&rt, request, guard),
-    }
+    })
 }
 
 /// `exec /bin/sh -c "$FORCE_COMMAND"` with an explicit environment. Only
 /// returns if the exec failed.
-fn exec_forced(command: &str, guard: LockGuard) -> ExitCode {
-    let mut cmd = crate::config::session_command("/bin/sh");
-    cmd.arg("-c").arg(command);
-    // The lock descriptor is inheritable (see `lock::acquire`); std resets
-    // SIGPIPE and the signal mask before exec, so the shell starts clean.
-    let err = cmd.exec();
-    drop(guard);
-    eprintln!("bastion-wrapper: cannot run /bin/sh: {err}");
-    exit::code(if err.kind() == std::io::ErrorKind::NotFound {
-        exit::NOT_FOUND
-    } else {
-        exit::FAILURE
-    })
+fn run_forced(command: &str, guard: LockGuard) -> ExitCode {
+    let cmd = session::Command::shell(command, SessionEnv::from_process());
+    match ExecRunner.run(cmd, Some(guard)) {
+        Ok(code) => code,
+        Err(e) => {
+            Tool::Wrapper.say(&e);
+            exit::code(e.exit_code())
+        }
+    }
 }
 
-/// Hands the request to the broker, which execs on allow (inheriting the
-/// lock descriptor, so it must not close inherited descriptors) and returns
-/// 126/127 otherwise.
+/// Hands the request to the broker, which execs on allow (the lock
+/// descriptor goes with it) and returns 126/127 otherwise.
 fn run_broker(rt: &Runtime, request: Option<OsString>, guard: LockGuard) -> ExitCode {
     let request = match request.map(OsString::into_string) {
         None => String::new(),
         Some(Ok(s)) => s,
         Some(Err(raw)) => {
-            // grep in a UTF-8 locale matches no rule against invalid UTF-8.
-            eprintln!(
-                "[broker] DENY: {}",
-                crate::audit::escape_bytes(raw.as_bytes())
-            );
-            return exit::code(exit::DENIED);
+            return crate::broker::deny_bytes(raw.as_bytes(), crate::broker::NOT_UTF8.into())
         }
     };
-    let code = crate::broker::run(&crate::broker::BrokerConfig::from_runtime(rt), &request);
-    drop(guard);
-    code
+    let cfg = crate::broker::BrokerConfig::from_runtime(rt);
+    crate::broker::run(&cfg, &request, ExecRunner, Some(guard))
 }

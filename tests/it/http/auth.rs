@@ -203,3 +203,35 @@ pub fn base64_of(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// An unauthenticated path with Unicode spaces cannot fake the access
+/// line's fields for a reader that splits on Unicode white space.
+#[test]
+fn unicode_spaces_in_a_path_cannot_fake_log_fields() {
+    let b = Bastion::start(Opts::force("echo ran"));
+    for (n, sp) in ["\u{a0}", "\u{2000}", "\u{2009}", "\u{3000}"]
+        .iter()
+        .enumerate()
+    {
+        let req = format!(
+            "GET /probe{n}{sp}status=200{sp}who=admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let _ = b.raw(req.as_bytes());
+        let line = b.wait_log(&[&format!("/probe{n}")]);
+        let fields: Vec<&str> = line.split(char::is_whitespace).collect();
+        let status: Vec<&str> = fields
+            .iter()
+            .copied()
+            .filter(|f| f.starts_with("status="))
+            .collect();
+        assert_eq!(status, ["status=404"], "{line}");
+        let who: Vec<&str> = fields
+            .iter()
+            .copied()
+            .filter(|f| f.starts_with("who="))
+            .collect();
+        assert_eq!(who, ["who=-"], "{line}");
+        let escaped = format!("\\u{{{:04x}}}", sp.chars().next().unwrap() as u32);
+        assert!(line.contains(&escaped), "{line}");
+    }
+}

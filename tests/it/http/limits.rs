@@ -356,3 +356,47 @@ fn a_client_that_stops_reading_is_cut_off_and_its_command_killed() {
     );
     assert_eq!(stdout(&quiet.run(&[])), "late\n");
 }
+
+/// A vanished client's command gets SIGTERM first, with time to clean up
+/// (a runner must remove what it started); one that ignores SIGTERM is
+/// killed after the grace.
+#[test]
+fn a_vanished_client_s_command_gets_sigterm_then_sigkill() {
+    let b = Bastion::start(Opts::force(
+        "if [ -e {w}/stubborn ]; then trap '' TERM; else trap 'echo cleaned > {w}/cleaned; exit 0' TERM; fi; \
+         echo $$ > {w}/shell; echo started; while :; do sleep 1000 & wait; done",
+    ));
+    let shell = || -> u32 {
+        std::fs::read_to_string(b.w().join("shell"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let mut s = b.connect();
+    s.write_all(&run_request("")).unwrap();
+    read_until(&mut s, "started");
+    let polite = shell();
+    drop(s);
+    assert!(
+        wait_until(PATIENCE, || b.w().join("cleaned").exists()),
+        "the command was not given SIGTERM to clean up: {}",
+        b.log.text()
+    );
+    assert!(wait_until(PATIENCE, || !alive(polite)));
+    b.wait_log(&["exit=killed", "note=\"client gone\""]);
+
+    std::fs::write(b.w().join("stubborn"), "").unwrap();
+    std::fs::remove_file(b.w().join("shell")).unwrap();
+    let mut s = b.connect();
+    s.write_all(&run_request("")).unwrap();
+    read_until(&mut s, "started");
+    let stubborn = shell();
+    drop(s);
+    assert!(
+        wait_until(PATIENCE, || !alive(stubborn)),
+        "a command ignoring SIGTERM outlived its client"
+    );
+    let lock = std::fs::File::open(b.tmp.join("command.lock")).unwrap();
+    assert!(wait_until(PATIENCE, || lock.try_lock().is_ok()));
+}

@@ -32,7 +32,7 @@ fn missing_runtime_file_is_a_clear_failure() {
             .arg("--runtime")
             .arg(b.root.join("nope.json"))
             .env("SSH_ORIGINAL_COMMAND", "echo hi"),
-        1,
+        78,
     );
     assert_eq!(stdout(&out), "");
     assert!(stderr(&out).contains("nope.json"), "{}", stderr(&out));
@@ -57,7 +57,7 @@ fn corrupt_runtime_file_runs_nothing() {
         "\u{0}\u{1}binary".to_owned(),
     ] {
         let rt = b.root.write("rt.json", &bad);
-        let out = run_expect(wrapper().arg("--runtime").arg(&rt), 1);
+        let out = run_expect(wrapper().arg("--runtime").arg(&rt), 78);
         assert!(
             stderr(&out).contains("cannot read runtime file"),
             "{}",
