@@ -11,6 +11,7 @@ pub(crate) enum Tool {
     Broker,
     Cgi,
     Keys,
+    AgentProxy,
     Gate,
 }
 
@@ -23,6 +24,7 @@ impl Tool {
             Tool::Broker => "[broker]",
             Tool::Cgi => "bastion-cgi:",
             Tool::Keys => "bastion-keys:",
+            Tool::AgentProxy => "bastion-agent-proxy:",
             Tool::Gate => "bastion-gate:",
         }
     }

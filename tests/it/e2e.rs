@@ -7,8 +7,10 @@
 mod docker;
 
 mod broker;
+mod crypto;
 mod force_command;
 mod gate;
 mod keys;
 mod lifecycle;
 mod quickstart;
+mod upstream;
