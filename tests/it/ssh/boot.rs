@@ -481,37 +481,3 @@ fn a_session_network_beside_upstreams_is_refused() {
         "{lines:?}"
     );
 }
-
-#[test]
-fn with_session_containers_and_upstreams_sshd_listens_on_the_boot_addresses_only() {
-    // SPEC 14: a session network the bastion joins later must not get an
-    // sshd listening on it.
-    let listen_lines = |b: &Bastion| -> Vec<String> {
-        run_expect(b.entrypoint().arg("--prepare-only"), 0);
-        let cfg = std::fs::read_to_string(b.root.join("run/bastion/sshd_config")).unwrap();
-        cfg.lines()
-            .filter(|l| l.starts_with("ListenAddress "))
-            .map(str::to_owned)
-            .collect()
-    };
-    let plain = Bastion::without_host_keys("boot-listen-all").force("true");
-    assert!(listen_lines(&plain).is_empty(), "listens on all by default");
-    let gated = Bastion::without_host_keys("boot-listen-gated")
-        .force("true")
-        .env("SESSION_IMAGE", "bastion-session:latest")
-        .env("UPSTREAMS", "prod deploy@10.0.0.5:22 /run/secrets/prod_key");
-    let lines = listen_lines(&gated);
-    assert!(
-        lines.contains(&"ListenAddress 127.0.0.1".to_owned()),
-        "{lines:?}"
-    );
-    assert!(
-        !lines
-            .iter()
-            .any(|l| l == "ListenAddress 0.0.0.0" || l == "ListenAddress ::"),
-        "{lines:?}"
-    );
-    // An explicit SSH_LISTEN_ADDRESS still wins.
-    let explicit = gated.env("SSH_LISTEN_ADDRESS", "127.0.0.1");
-    assert_eq!(listen_lines(&explicit), ["ListenAddress 127.0.0.1"]);
-}
