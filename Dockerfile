@@ -26,7 +26,7 @@ RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
  && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --bins --target "$target" \
  && mkdir /out \
- && for b in bastion-entrypoint bastion-wrapper bastion-broker bastion-cgi bastion-keys bastion-agent-proxy bastion-monitor; do \
+ && for b in bastion-entrypoint bastion-wrapper bastion-broker bastion-cgi bastion-keys bastion-agent-proxy bastion-monitor bastion-gate; do \
       install -m 0755 "target/$target/release/$b" "/out/$b" || exit 1; \
     done
 
@@ -61,7 +61,7 @@ RUN apk add --no-cache openssh-server openssh-keygen openssh-client docker-cli d
  && install -d -m 0755 -o root -g root /etc/bastion /etc/bastion/users.d /run/bastion \
  && install -d -m 0700 -o root -g root /etc/ssh/keys
 
-COPY --from=build /out/bastion-entrypoint /out/bastion-wrapper /out/bastion-broker /out/bastion-cgi /out/bastion-keys /out/bastion-agent-proxy /out/bastion-monitor /usr/local/bin/
+COPY --from=build /out/bastion-entrypoint /out/bastion-wrapper /out/bastion-broker /out/bastion-cgi /out/bastion-keys /out/bastion-agent-proxy /out/bastion-monitor /out/bastion-gate /usr/local/bin/
 COPY rootfs/ /
 # sshd refuses an AuthorizedKeysCommand that is not root-owned or sits
 # under a group/world-writable directory; COPY can carry the checkout's

@@ -34,6 +34,28 @@ pub(crate) enum Event<'a> {
         upstream: Option<&'a str>,
         peer_pid: Option<i32>,
     },
+    /// One connection through the egress gate, as it ended.
+    UpstreamConnect(UpstreamConnect<'a>),
+}
+
+/// The fields of an `upstream.connect` line (SPEC 14).
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamConnect<'a> {
+    pub(crate) session: &'a str,
+    pub(crate) identity: &'a str,
+    pub(crate) upstream: &'a str,
+    /// `host:port` the gate forwarded to.
+    pub(crate) target: &'a str,
+    /// The session container's end.
+    pub(crate) client: SocketAddr,
+    /// Bytes from the session to the upstream, and back.
+    pub(crate) bytes_up: u64,
+    pub(crate) bytes_down: u64,
+    pub(crate) duration_ms: u128,
+    /// A fixed word: how the connection ended.
+    pub(crate) outcome: &'static str,
+    /// Why, for the failures.
+    pub(crate) reason: Option<&'a str>,
 }
 
 /// The fields of an HTTP access line; raw bytes as the client sent them.
@@ -119,7 +141,29 @@ pub(crate) fn render(event: &Event<'_>) -> String {
             }
             s
         }
+        Event::UpstreamConnect(c) => render_upstream_connect(c),
     }
+}
+
+fn render_upstream_connect(c: &UpstreamConnect<'_>) -> String {
+    let mut s = String::with_capacity(200);
+    let _ = write!(
+        s,
+        "event=upstream.connect session={} identity={} upstream={} target={} client={} bytes_up={} bytes_down={} duration_ms={} outcome={}",
+        field(&escape(c.session)),
+        field(&escape(c.identity)),
+        field(&escape(c.upstream)),
+        field(&escape(c.target)),
+        c.client,
+        c.bytes_up,
+        c.bytes_down,
+        c.duration_ms,
+        c.outcome,
+    );
+    if let Some(r) = c.reason {
+        let _ = write!(s, " reason=\"{}\"", quoted(&escape(r)));
+    }
+    s
 }
 
 fn render_access(a: &HttpAccess<'_>) -> String {
@@ -234,6 +278,43 @@ fn is_invisible(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_upstream_connect_line_cannot_be_forged() {
+        let c = UpstreamConnect {
+            session: "0123456789abcdef",
+            identity: "alice",
+            upstream: "prod",
+            target: "10.0.0.5:22",
+            client: "172.30.0.3:40000".parse().unwrap(),
+            bytes_up: 3100,
+            bytes_down: 4200,
+            duration_ms: 812,
+            outcome: "closed",
+            reason: None,
+        };
+        assert_eq!(
+            render(&Event::UpstreamConnect(c.clone())),
+            "event=upstream.connect session=0123456789abcdef identity=alice upstream=prod target=10.0.0.5:22 client=172.30.0.3:40000 bytes_up=3100 bytes_down=4200 duration_ms=812 outcome=closed"
+        );
+        let hostile = UpstreamConnect {
+            identity: "a b outcome=closed",
+            outcome: "connect-failed",
+            reason: Some("no such host \"x\"\nevent=upstream.connect forged"),
+            ..c
+        };
+        let line = render(&Event::UpstreamConnect(hostile));
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.contains("identity=a\\x20b\\x20outcome=closed "),
+            "{line}"
+        );
+        assert_eq!(line.matches(" outcome=").count(), 1, "{line}");
+        assert!(
+            line.ends_with("reason=\"no such host \\\"x\\\"\\nevent=upstream.connect forged\""),
+            "{line}"
+        );
+    }
+
     use super::*;
 
     #[test]

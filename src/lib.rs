@@ -8,6 +8,7 @@ pub mod agent;
 pub mod broker;
 pub mod cgi;
 pub mod entrypoint;
+pub mod gate;
 pub mod keys;
 pub mod monitor;
 pub mod wrapper;

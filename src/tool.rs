@@ -13,6 +13,7 @@ pub(crate) enum Tool {
     Keys,
     AgentProxy,
     Monitor,
+    Gate,
 }
 
 impl Tool {
@@ -26,6 +27,7 @@ impl Tool {
             Tool::Keys => "bastion-keys:",
             Tool::AgentProxy => "bastion-agent-proxy:",
             Tool::Monitor => "bastion-monitor:",
+            Tool::Gate => "bastion-gate:",
         }
     }
 

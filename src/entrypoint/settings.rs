@@ -243,6 +243,33 @@ fn read_network(env: &mut Env<'_>) -> Network {
     }
 }
 
+/// SPEC 14, with session containers and upstreams: sshd listens only on
+/// the addresses the container had at boot (unless SSH_LISTEN_ADDRESS says
+/// otherwise), never on a session network it joins later; and the egress
+/// gate is a session's only way to its upstreams.
+fn read_gate(env: &mut Env<'_>, net: &mut Network) {
+    let image = env.get("SESSION_IMAGE");
+    let upstreams = env.get("UPSTREAMS");
+    let session_network = env.get("SESSION_NETWORK");
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+    if net.listen.is_empty() && set(&image) && set(&upstreams) {
+        match crate::gate::own_ports::boot_addresses() {
+            Ok(a) => net.listen = a,
+            Err(e) => env.errors.push(ConfigError::new(
+                var::SSH_LISTEN_ADDRESS,
+                None,
+                format!("cannot list the container's addresses to listen on: {e}"),
+                "set SSH_LISTEN_ADDRESS to the addresses sshd should listen on",
+            )),
+        }
+    }
+    if let Some(e) =
+        crate::gate::check_session_network(session_network.as_deref(), upstreams.as_deref())
+    {
+        env.errors.push(e);
+    }
+}
+
 /// `sessions`: session containers are on. They share nothing, so sessions
 /// run side by side (bounded by SESSION_MAX) unless a lock is asked for.
 fn read_lock(env: &mut Env<'_>, sessions: bool) -> LockPolicy {
@@ -414,7 +441,8 @@ impl Settings {
             crate::container::settings::parse(&mut |v| env.get(v), &mut session_errors);
         env.errors.extend(session_errors);
         let sessions = session_settings.is_some();
-        let net = read_network(&mut env);
+        let mut net = read_network(&mut env);
+        read_gate(&mut env, &mut net);
         let command_lock = read_lock(&mut env, sessions);
         let list = ListFile::at(&paths.allowed_commands_file);
         let mode = read_mode(
@@ -640,6 +668,50 @@ mod tests {
             assert_eq!(n.listen.len(), 2);
         });
         assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn with_session_containers_and_upstreams_sshd_keeps_to_the_boot_addresses() {
+        let gated = [
+            ("SESSION_IMAGE", "bastion-session:latest"),
+            ("UPSTREAMS", "prod deploy@10.0.0.5:22 /run/secrets/prod_key"),
+        ];
+        let errors = with(&gated, |env| {
+            let mut n = read_network(env);
+            read_gate(env, &mut n);
+            assert!(
+                n.listen.contains(&"127.0.0.1".parse().unwrap()),
+                "{:?}",
+                n.listen
+            );
+            assert!(
+                n.listen.iter().all(|a| !a.is_unspecified()),
+                "{:?}",
+                n.listen
+            );
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        // Either alone changes nothing; an explicit address list wins.
+        for pairs in [&gated[..1], &gated[1..]] {
+            with(pairs, |env| {
+                let mut n = read_network(env);
+                read_gate(env, &mut n);
+                assert!(n.listen.is_empty(), "{pairs:?}: {:?}", n.listen);
+            });
+        }
+        let mut explicit = gated.to_vec();
+        explicit.push(("SSH_LISTEN_ADDRESS", "::1"));
+        with(&explicit, |env| {
+            let mut n = read_network(env);
+            read_gate(env, &mut n);
+            assert_eq!(n.listen, ["::1".parse::<IpAddr>().unwrap()]);
+        });
+        let errors = with(&[gated[1], ("SESSION_NETWORK", "backend")], |env| {
+            let mut n = read_network(env);
+            read_gate(env, &mut n);
+        });
+        let vars: Vec<&str> = errors.iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(vars, ["SESSION_NETWORK"]);
     }
 
     #[test]

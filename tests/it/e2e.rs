@@ -10,6 +10,7 @@ mod audit;
 mod broker;
 mod crypto;
 mod force_command;
+mod gate;
 mod keys;
 mod lifecycle;
 mod podman;

@@ -21,6 +21,7 @@ pub fn bin(name: &str) -> PathBuf {
         "bastion-entrypoint" => env!("CARGO_BIN_EXE_bastion-entrypoint"),
         "bastion-agent-proxy" => env!("CARGO_BIN_EXE_bastion-agent-proxy"),
         "bastion-monitor" => env!("CARGO_BIN_EXE_bastion-monitor"),
+        "bastion-gate" => env!("CARGO_BIN_EXE_bastion-gate"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)
@@ -34,7 +35,7 @@ pub fn bin(name: &str) -> PathBuf {
 /// root-owned directory under `/var/lib`, once per build.
 pub fn sshd_safe_bin(name: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
-    const ALL: [&str; 7] = [
+    const ALL: [&str; 8] = [
         "bastion-entrypoint",
         "bastion-monitor",
         "bastion-wrapper",
@@ -42,6 +43,7 @@ pub fn sshd_safe_bin(name: &str) -> PathBuf {
         "bastion-cgi",
         "bastion-keys",
         "bastion-agent-proxy",
+        "bastion-gate",
     ];
     let safe = |p: &Path| {
         p.ancestors()

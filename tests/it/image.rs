@@ -368,7 +368,8 @@ fn drift_in_any_fact_is_reported() {
         ("install -d -m 0700", "install -d -m 0755"),
         (" /run/bastion \\", " \\"),
         (" bin/bastion-agent-proxy bin/", " bin/"),
-        (" bin/bastion-monitor /usr/local/bin/", " /usr/local/bin/"),
+        (" bin/bastion-monitor bin/", " bin/"),
+        (" bin/bastion-gate /usr/local/bin/", " /usr/local/bin/"),
         ("chmod 0755 /usr/local/bin", "chmod 0775 /usr/local/bin"),
         ("chmod go-w / /etc /usr", "chmod go-w /etc /usr"),
         ("COPY rootfs/ /", "COPY rootfs/ /srv/"),
@@ -570,6 +571,7 @@ fn examples_are_the_ones_of_the_spec() {
         "session-vps",
         "broker-in-session",
         "deploy-over-ssh",
+        "session-with-upstream",
     ]
     .map(String::from)
     .into();

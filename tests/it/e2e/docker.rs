@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The binaries the image carries, as in Cargo.toml.
-const BINARIES: [&str; 6] = [
+const BINARIES: [&str; 7] = [
     "bastion-entrypoint",
     "bastion-wrapper",
     "bastion-broker",
     "bastion-cgi",
     "bastion-keys",
     "bastion-agent-proxy",
+    "bastion-gate",
 ];
 
 /// How long a container may take to boot before the test gives up.

@@ -456,3 +456,28 @@ fn sshd_runs_with_an_empty_environment() {
     let exe = std::fs::read_link(format!("/proc/{}/exe", d.child.id())).unwrap();
     assert_eq!(exe, harness::which("sshd"));
 }
+
+#[test]
+fn a_session_network_beside_upstreams_is_refused() {
+    // SPEC 14: the egress gate is the only way out; other checks of the
+    // upstream line may add lines of their own, this one must be there.
+    let b = Bastion::without_host_keys("boot-gate-net")
+        .force("true")
+        .env("SESSION_NETWORK", "backend")
+        .env("UPSTREAMS", "prod deploy@10.0.0.5:22 /run/secrets/prod_key");
+    let lines = config_errors(&b);
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with("config error: SESSION_NETWORK=\"backend\"")
+                && l.contains("UPSTREAMS")
+        ),
+        "{lines:?}"
+    );
+    // The same network without upstreams is not this error.
+    let b = Bastion::without_host_keys("boot-gate-net-ok").env("SESSION_NETWORK", "backend");
+    let lines = config_errors(&b);
+    assert!(
+        !lines.iter().any(|l| l.contains("SESSION_NETWORK")),
+        "{lines:?}"
+    );
+}
