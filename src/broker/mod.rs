@@ -64,16 +64,22 @@ fn load(cfg: &BrokerConfig) -> Loaded {
     Loaded { rules, list_error }
 }
 
-/// Logs every unusable rule and an unreadable list file (they are skipped;
-/// the other rules still apply).
-fn log_problems(loaded: &Loaded) {
-    if let Some(e) = &loaded.list_error {
-        Tool::Broker.say(e);
-    }
+/// Every unusable rule and an unreadable list file (they are skipped; the
+/// other rules still apply), one message each, without the prefix.
+fn problems(loaded: &Loaded) -> Vec<String> {
+    let mut notes: Vec<String> = loaded.list_error.iter().map(ToString::to_string).collect();
     for rule in &loaded.rules {
         if let Err(error) = &rule.translated {
-            Tool::Broker.say(format_args!("skipped: {}", RuleError { rule, error }));
+            notes.push(format!("skipped: {}", RuleError { rule, error }));
         }
+    }
+    notes
+}
+
+/// Logs [`problems`].
+fn log_problems(loaded: &Loaded) {
+    for note in problems(loaded) {
+        Tool::Broker.say(note);
     }
 }
 
@@ -115,19 +121,38 @@ fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
 /// Decides on `request`: the argv to run when a rule allows it. Unusable
 /// rules and a bad prefix are logged here; the decision itself is not.
 pub(crate) fn allowed_argv(cfg: &BrokerConfig, request: &str) -> Result<Vec<String>, DenyReason> {
-    let loaded = load(cfg);
-    log_problems(&loaded);
-    let prefix = prefix_words(&cfg.command_prefix).map_err(|e| {
-        // Validated at boot; only a hand-set environment gets here.
-        Tool::Broker.say(&e);
-        DenyReason::BadPrefix
-    })?;
-    decide(cfg, &loaded, request)?;
-    let argv = argv::argv(&prefix, request);
-    if argv.is_empty() {
-        return Err(DenyReason::Empty);
+    let (notes, decision) = allowed_argv_noted(cfg, request);
+    for note in notes {
+        Tool::Broker.say(note);
     }
-    Ok(argv)
+    decision
+}
+
+/// [`allowed_argv`] writing nothing: the messages it would log (without
+/// the prefix), and the decision. For a caller whose stderr is not the
+/// session's (the HTTP listener puts them in the response body).
+pub(crate) fn allowed_argv_noted(
+    cfg: &BrokerConfig,
+    request: &str,
+) -> (Vec<String>, Result<Vec<String>, DenyReason>) {
+    let loaded = load(cfg);
+    let mut notes = problems(&loaded);
+    let decision = match prefix_words(&cfg.command_prefix) {
+        // Validated at boot; only a hand-set environment gets here.
+        Err(e) => {
+            notes.push(e.to_string());
+            Err(DenyReason::BadPrefix)
+        }
+        Ok(prefix) => decide(cfg, &loaded, request).and_then(|_| {
+            let argv = argv::argv(&prefix, request);
+            if argv.is_empty() {
+                Err(DenyReason::Empty)
+            } else {
+                Ok(argv)
+            }
+        }),
+    };
+    (notes, decision)
 }
 
 /// Decides, logs the audit line and, when allowed, hands the argv to

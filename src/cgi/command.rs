@@ -1,25 +1,37 @@
-//! Runs `bastion-wrapper` for one `/cgi-bin/run` request: a clean explicit
-//! environment, the request in `SSH_ORIGINAL_COMMAND`, stdout and stderr
-//! merged into one pipe, its own process group. The output is streamed to
-//! a channel the body reads; when the client goes away or the listener
-//! stops, the group gets SIGTERM, a short grace, then SIGKILL; when the
-//! command ends, what is left of its group is killed, so nothing is left
-//! running and the lock is released. It knows nothing of connections.
+//! Runs one `/cgi-bin/run` request the way `bastion-wrapper` would, in
+//! the listener: takes the lock (a `wait:SECONDS` wait polls, so it never
+//! holds up other requests), makes the wrapper's decision
+//! ([`crate::session::plan`]) and starts only the command, with an
+//! environment built from scratch, stdout and stderr merged into one pipe,
+//! in its own process group. The lock descriptor is made inheritable right
+//! before that one spawn and the listener's copy dropped right after, so
+//! the command tree holds the lock until its last process exits. What the
+//! wrapper would write (busy line, broker lines, "command not found")
+//! goes into the body before or instead of the command's output. When the
+//! client goes away or the listener stops, the group gets SIGTERM, a short
+//! grace, then SIGKILL; when the command ends, what is left of its group
+//! is killed. It knows nothing of connections.
 
 use super::access_log::{Entry, Exit};
 use super::body::{CommandFailed, Output};
-use crate::session::SessionEnv;
+use crate::config::{LockPolicy, Runtime};
+use crate::lock::{LockError, LockFile, LockGuard};
+use crate::session::plan::{self, Plan, Target, BUSY_LINE};
+use crate::session::report::{self, Report};
+use crate::session::{self, ExecError, SessionEnv};
 use crate::sys::privilege::Account;
 use crate::sys::process_group;
-use bytes::BytesMut;
+use crate::tool::Tool;
+use bytes::{Bytes, BytesMut};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::HeaderMap;
-use std::ffi::OsStr;
+use std::io::{PipeReader, PipeWriter};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
@@ -34,19 +46,23 @@ const PIPE_BYTES: i32 = 1024 * 1024;
 /// full pipe when the client reads slowly (backpressure, bounded memory).
 const CHANNEL_DEPTH: usize = 2;
 /// How long a command whose client is gone has between SIGTERM and SIGKILL.
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// `wait:SECONDS`: the first pause between tries of the lock, doubled up
+/// to [`LOCK_POLL_MAX`].
+const LOCK_POLL_FIRST: Duration = Duration::from_millis(2);
+const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// Everything fixed at boot to start a command.
 #[derive(Debug, Clone)]
 pub(crate) struct Launcher {
-    pub(crate) wrapper: PathBuf,
-    pub(crate) runtime: PathBuf,
+    /// The runtime file as read at boot (root-owned, never rewritten).
+    pub(crate) runtime: Arc<Runtime>,
     pub(crate) account: Account,
     /// The account's home if it exists (the command's working directory).
     pub(crate) workdir: PathBuf,
     /// How long output may wait for a client that does not read before the
     /// client counts as gone.
-    pub(crate) stall_timeout: std::time::Duration,
+    pub(crate) stall_timeout: Duration,
 }
 
 /// One command to run.
@@ -58,55 +74,267 @@ pub(crate) struct Job {
 }
 
 impl Launcher {
-    /// Starts the wrapper and a task that streams its output; returns the
-    /// output for the response body (the server builds the body: it knows
-    /// the connection, this does not). Errors: the wrapper could not be
-    /// started.
+    /// Starts the session's task and returns its output for the response
+    /// body (the server builds the body: it knows the connection, this
+    /// does not). Errors: no pipe for the output (descriptors exhausted).
     pub(crate) fn start(
         &self,
         job: Job,
         shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<mpsc::Receiver<Output>> {
-        let (reader, writer) = std::io::pipe()?;
-        let mut env = SessionEnv::for_account(&self.account);
-        if let Some(r) = &job.request {
-            env = env.with("SSH_ORIGINAL_COMMAND", OsStr::from_bytes(r));
-        }
-        let mut cmd = tokio::process::Command::new(&self.wrapper);
-        cmd.arg("--runtime")
-            .arg(&self.runtime)
-            .env_clear()
-            .envs(env.vars())
-            .current_dir(&self.workdir)
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone()?)
-            .stderr(writer)
-            .process_group(0);
-        let child = cmd.spawn()?;
-        // Our copies of the write end go with `cmd`: EOF comes when the
-        // command's processes have closed theirs.
-        drop(cmd);
-        let pgid = child.id().unwrap_or(0);
-        let reader = OwnedFd::from(reader);
-        process_group::grow_pipe(&reader, PIPE_BYTES);
-        let pipe = match pipe::Receiver::from_owned_fd(reader) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = process_group::kill_group(pgid);
-                return Err(e);
-            }
-        };
+        let pipe = std::io::pipe()?;
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        tokio::spawn(supervise(
-            child,
-            pgid,
-            pipe,
+        let report = Report::start(job.entry.client);
+        let out = Out {
             tx,
-            job,
             shutdown,
-            self.stall_timeout,
-        ));
+            stall_timeout: self.stall_timeout,
+        };
+        tokio::spawn(self.clone().session(job, pipe, out, report));
         Ok(rx)
+    }
+
+    /// The wrapper's steps: lock, decide, start; then the output and the
+    /// end of the body.
+    async fn session(
+        self,
+        job: Job,
+        (reader, writer): (PipeReader, PipeWriter),
+        mut out: Out,
+        report: Report,
+    ) {
+        let Job {
+            request,
+            want_trailers,
+            entry,
+            permit,
+        } = job;
+        let ended = match self.take_lock(&mut out).await {
+            Taken::Held(guard) => {
+                let env = SessionEnv::for_account(&self.account);
+                match plan::plan(&self.runtime, request.as_deref(), env) {
+                    Plan::Done { said, code } => {
+                        drop(guard);
+                        out.said(said, code).await
+                    }
+                    Plan::Run { cmd, said, speaker } => match out.send(said).await {
+                        Some(stop) => Ended::stopped(stop),
+                        None => match self.spawn(&cmd, writer, guard) {
+                            Ok((child, pgid)) => supervise(child, pgid, reader, &mut out).await,
+                            Err(e) => {
+                                let (said, code) = plan::start_failed(speaker, &e);
+                                out.said(said, code).await
+                            }
+                        },
+                    },
+                }
+            }
+            Taken::Busy => out.said(format!("{BUSY_LINE}\n").into_bytes(), 0).await,
+            Taken::Failed(e) => {
+                let mut said = Vec::new();
+                plan::say(&mut said, Tool::Wrapper, e);
+                out.said(said, crate::exit::FAILURE).await
+            }
+            Taken::Stopped(stop) => Ended::stopped(stop),
+        };
+        report.end(match ended.stop {
+            Some(_) => report::End::Killed,
+            None => report::End::Code(ended.code),
+        });
+        out.finish(ended, want_trailers, entry, permit).await;
+    }
+
+    /// The lock as the wrapper takes it; `wait:SECONDS` tries again after
+    /// short pauses until the time is up (the client leaving or the
+    /// listener stopping ends the wait).
+    async fn take_lock(&self, out: &mut Out) -> Taken {
+        let wait = match self.runtime.command_lock {
+            LockPolicy::None => return Taken::Held(LockGuard::unlocked()),
+            LockPolicy::Exclusive => Duration::ZERO,
+            LockPolicy::Wait { seconds } => Duration::from_secs(seconds.into()),
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut file = match LockFile::open(&self.runtime.lock_file) {
+            Ok(f) => f,
+            Err(e) => return Taken::Failed(e),
+        };
+        let mut pause = LOCK_POLL_FIRST;
+        loop {
+            file = match file.try_take() {
+                Ok(Ok(guard)) => return Taken::Held(guard),
+                Ok(Err(file)) => file,
+                Err(e) => return Taken::Failed(e),
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Taken::Busy;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause.min(deadline - now)) => {}
+                () = out.tx.closed() => return Taken::Stopped(Stop::ClientGone),
+                _ = out.shutdown.changed() => return Taken::Stopped(Stop::Shutdown),
+            }
+            pause = (pause * 2).min(LOCK_POLL_MAX);
+        }
+    }
+
+    /// Starts the command by full path (one `posix_spawn`), holding the
+    /// lock: its descriptor is inherited by this child only, and this
+    /// process's copy is gone when this returns.
+    fn spawn(
+        &self,
+        cmd: &session::Command,
+        writer: PipeWriter,
+        lock: LockGuard,
+    ) -> Result<(tokio::process::Child, u32), ExecError> {
+        let target = plan::locate(cmd)?;
+        let shown = || target.argv[0].to_string_lossy().into_owned();
+        let failed = |e: &std::io::Error| ExecError::from_io(shown(), e);
+        // Nothing else runs on this thread between here and the spawn, and
+        // no other thread starts processes: no other child inherits it.
+        lock.inherit().map_err(|e| failed(&e))?;
+        let start = |t: &Target| -> std::io::Result<tokio::process::Child> {
+            let (program, args) = t.argv.split_first().unwrap_or((&t.argv[0], &[]));
+            tokio::process::Command::new(&t.program)
+                .arg0(program)
+                .args(args)
+                .env_clear()
+                .envs(cmd.env.vars())
+                .current_dir(&self.workdir)
+                .stdin(Stdio::null())
+                .stdout(writer.try_clone()?)
+                .stderr(writer.try_clone()?)
+                .process_group(0)
+                .spawn()
+        };
+        let child = match start(&target) {
+            // Not a binary the kernel runs: `execvp` hands it to sh.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => start(&target.as_script()),
+            other => other,
+        };
+        // The command's copies are its own now; EOF on the pipe comes when
+        // its processes have closed theirs.
+        drop(lock);
+        drop(writer);
+        let child = child.map_err(|e| failed(&e))?;
+        let pgid = child.id().unwrap_or(0);
+        Ok((child, pgid))
+    }
+}
+
+/// The outcome of taking the lock.
+enum Taken {
+    Held(LockGuard),
+    Busy,
+    Failed(LockError),
+    /// The wait was cut short.
+    Stopped(Stop),
+}
+
+/// How a session ended, for the body's end and the access line.
+struct Ended {
+    stop: Option<Stop>,
+    code: i32,
+    /// Why the exit status is unknown.
+    problem: Option<String>,
+}
+
+impl Ended {
+    fn code(code: i32) -> Self {
+        Self {
+            stop: None,
+            code,
+            problem: None,
+        }
+    }
+
+    fn stopped(stop: Stop) -> Self {
+        Self {
+            stop: Some(stop),
+            code: -1,
+            problem: None,
+        }
+    }
+}
+
+/// The sending side of one response body.
+struct Out {
+    tx: mpsc::Sender<Output>,
+    shutdown: watch::Receiver<bool>,
+    stall_timeout: Duration,
+}
+
+impl Out {
+    /// Sends one chunk; why it could not be, if so.
+    async fn send(&mut self, data: impl Into<Bytes>) -> Option<Stop> {
+        let data = data.into();
+        if data.is_empty() {
+            return None;
+        }
+        tokio::select! {
+            r = tokio::time::timeout(self.stall_timeout, self.tx.send(Output::Data(data))) => match r {
+                Ok(Ok(())) => None,
+                Ok(Err(_)) => Some(Stop::ClientGone),
+                Err(_) => Some(Stop::ClientStalled),
+            },
+            _ = self.shutdown.changed() => Some(Stop::Shutdown),
+        }
+    }
+
+    /// What the wrapper writes when it runs nothing, and its exit code.
+    async fn said(&mut self, said: Vec<u8>, code: u8) -> Ended {
+        match self.send(said).await {
+            Some(stop) => Ended::stopped(stop),
+            None => Ended::code(code.into()),
+        }
+    }
+
+    /// Ends the body according to the exit status and logs the request.
+    async fn finish(
+        self,
+        ended: Ended,
+        want_trailers: bool,
+        entry: Entry,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let Ended {
+            stop,
+            code,
+            problem,
+        } = ended;
+        let stall_timeout = self.stall_timeout;
+        let (exit, note) = match (stop, problem) {
+            (Some(Stop::ClientGone), _) => (Exit::Killed, Some("client gone".to_owned())),
+            (Some(Stop::ClientStalled), _) => (
+                Exit::Killed,
+                Some(format!(
+                    "client read nothing for {} s",
+                    stall_timeout.as_secs()
+                )),
+            ),
+            (Some(Stop::Shutdown), _) => (Exit::Killed, Some("listener stopping".to_owned())),
+            (None, problem) => (Exit::Code(code), problem),
+        };
+        let tx = self.tx;
+        if !matches!(stop, Some(Stop::ClientGone | Stop::ClientStalled)) {
+            let last = if want_trailers {
+                let mut t = HeaderMap::new();
+                t.insert(
+                    HeaderName::from_static(EXIT_CODE_TRAILER),
+                    HeaderValue::from(code),
+                );
+                Output::Trailers(t)
+            } else if code != 0 {
+                Output::Failed(CommandFailed { exit_code: code })
+            } else {
+                Output::End
+            };
+            // A client that reads nothing gets its connection cut instead.
+            let _ = tokio::time::timeout(stall_timeout, tx.send(last)).await;
+        }
+        drop(tx);
+        drop(permit);
+        entry.log(Some(200), exit, note.as_deref());
     }
 }
 
@@ -121,81 +349,49 @@ enum Stop {
     Shutdown,
 }
 
-/// Streams the output, reaps the wrapper, kills what is left of its
-/// group, ends the body according to the exit status and logs the request.
+/// Streams the output, reaps the command and kills what is left of its
+/// group.
 async fn supervise(
     mut child: tokio::process::Child,
     pgid: u32,
-    mut pipe: pipe::Receiver,
-    tx: mpsc::Sender<Output>,
-    job: Job,
-    mut shutdown: watch::Receiver<bool>,
-    stall_timeout: std::time::Duration,
-) {
-    let Job {
-        want_trailers,
-        entry,
-        permit,
-        ..
-    } = job;
-    let mut stop = pump(&mut pipe, &tx, &mut shutdown, stall_timeout).await;
-    drop(pipe);
+    reader: PipeReader,
+    out: &mut Out,
+) -> Ended {
+    let reader = OwnedFd::from(reader);
+    process_group::grow_pipe(&reader, PIPE_BYTES);
+    let mut stop = match pipe::Receiver::from_owned_fd(reader) {
+        Ok(mut pipe) => pump(&mut pipe, out).await,
+        // No way to read it: the command is stopped as if the client left.
+        Err(_) => Some(Stop::ClientGone),
+    };
     let status = match stop {
         Some(_) => stop_group(&mut child, pgid).await,
         None => tokio::select! {
             s = child.wait() => s,
-            _ = tx.closed() => {
+            () = out.tx.closed() => {
                 stop = Some(Stop::ClientGone);
                 stop_group(&mut child, pgid).await
             }
-            _ = shutdown.changed() => {
+            _ = out.shutdown.changed() => {
                 stop = Some(Stop::Shutdown);
                 stop_group(&mut child, pgid).await
             }
         },
     };
-    // The wrapper is reaped; anything it left in its group goes too (the
+    // The command is reaped; anything it left in its group goes too (the
     // group id cannot be reused while a member is alive).
     let _ = process_group::kill_group(pgid);
-    let code = status.as_ref().map_or(-1, |s| exit_code(*s));
-    let (exit, note) = match (stop, &status) {
-        (Some(Stop::ClientGone), _) => (Exit::Killed, Some("client gone".to_owned())),
-        (Some(Stop::ClientStalled), _) => (
-            Exit::Killed,
-            Some(format!(
-                "client read nothing for {} s",
-                stall_timeout.as_secs()
-            )),
-        ),
-        (Some(Stop::Shutdown), _) => (Exit::Killed, Some("listener stopping".to_owned())),
-        (None, Err(e)) => (Exit::Code(code), Some(format!("wait failed: {e}"))),
-        (None, Ok(_)) => (Exit::Code(code), None),
-    };
-    if !matches!(stop, Some(Stop::ClientGone | Stop::ClientStalled)) {
-        let last = if want_trailers {
-            let mut t = HeaderMap::new();
-            t.insert(
-                HeaderName::from_static(EXIT_CODE_TRAILER),
-                HeaderValue::from(code),
-            );
-            Output::Trailers(t)
-        } else if code != 0 {
-            Output::Failed(CommandFailed { exit_code: code })
-        } else {
-            Output::End
-        };
-        // A client that reads nothing gets its connection cut instead.
-        let _ = tokio::time::timeout(stall_timeout, tx.send(last)).await;
+    Ended {
+        stop,
+        code: status.as_ref().map_or(-1, |s| exit_code(*s)),
+        problem: status.err().map(|e| format!("wait failed: {e}")),
     }
-    drop(tx);
-    drop(permit);
-    entry.log(Some(200), exit, note.as_deref());
 }
 
 /// Stops a command nobody waits for any more: SIGTERM to its group, then
-/// [`STOP_GRACE`] for the wrapper to end (a runner may need it to clean up
+/// [`STOP_GRACE`] for the command to end (a runner may need it to clean up
 /// after its child), then SIGKILL. The caller SIGKILLs what is left of the
-/// group once the wrapper is reaped.
+/// group once the command is reaped.
 async fn stop_group(child: &mut tokio::process::Child, pgid: u32) -> std::io::Result<ExitStatus> {
     let _ = process_group::terminate_group(pgid);
     match tokio::time::timeout(STOP_GRACE, child.wait()).await {
@@ -208,33 +404,22 @@ async fn stop_group(child: &mut tokio::process::Child, pgid: u32) -> std::io::Re
 }
 
 /// Copies the pipe to the body until EOF (`None`) or until it must stop.
-async fn pump(
-    pipe: &mut pipe::Receiver,
-    tx: &mpsc::Sender<Output>,
-    shutdown: &mut watch::Receiver<bool>,
-    stall_timeout: std::time::Duration,
-) -> Option<Stop> {
+async fn pump(pipe: &mut pipe::Receiver, out: &mut Out) -> Option<Stop> {
     let mut buf = BytesMut::new();
     loop {
         buf.reserve(READ_CHUNK);
         let read = tokio::select! {
             biased;
-            _ = tx.closed() => return Some(Stop::ClientGone),
-            _ = shutdown.changed() => return Some(Stop::Shutdown),
+            () = out.tx.closed() => return Some(Stop::ClientGone),
+            _ = out.shutdown.changed() => return Some(Stop::Shutdown),
             r = pipe.read_buf(&mut buf) => r,
         };
         match read {
             Ok(0) | Err(_) => return None,
             Ok(_) => {}
         }
-        let data = buf.split().freeze();
-        tokio::select! {
-            r = tokio::time::timeout(stall_timeout, tx.send(Output::Data(data))) => match r {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Some(Stop::ClientGone),
-                Err(_) => return Some(Stop::ClientStalled),
-            },
-            _ = shutdown.changed() => return Some(Stop::Shutdown),
+        if let Some(stop) = out.send(buf.split().freeze()).await {
+            return Some(stop);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP listener (SPEC 7): authenticates, runs the wrapper for
-//! `/cgi-bin/run`, streams its output. It runs as the session user and its
+//! The HTTP listener (SPEC 7): authenticates, runs `/cgi-bin/run` as the
+//! wrapper would (in-process: only the command is started), streams its
+//! output. It runs as the session user and its
 //! credentials never reach a file, an environment or a readable /proc entry.
 //!
 //! Boot order matters: read the credentials and the runtime file and bind
@@ -152,14 +153,6 @@ fn run(args: Args) -> Result<(), Failure> {
                 )])
             })?
     };
-    let wrapper = crate::sibling::sibling("bastion-wrapper")
-        .map_err(|e| Failure::os(format!("cannot find my own executable: {e}")))?;
-    if !wrapper.is_file() {
-        return Err(Failure::os(format!(
-            "{} is missing: bastion-wrapper must sit next to bastion-cgi",
-            wrapper.display()
-        )));
-    }
     let addr = SocketAddr::new(args.listen, args.port);
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| Failure::os(format!("cannot listen on {addr}: {e}")))?;
@@ -182,8 +175,7 @@ fn run(args: Args) -> Result<(), Failure> {
         PathBuf::from("/")
     };
     let launcher = command::Launcher {
-        wrapper,
-        runtime: args.runtime.clone(),
+        runtime: Arc::new(runtime),
         account: account.clone(),
         workdir,
         stall_timeout: Duration::from_secs(args.stall_timeout),

@@ -25,7 +25,7 @@ impl ExecError {
         }
     }
 
-    fn from_io(program: String, e: &std::io::Error) -> Self {
+    pub(crate) fn from_io(program: String, e: &std::io::Error) -> Self {
         match e.kind() {
             std::io::ErrorKind::NotFound => ExecError::NotFound { program },
             std::io::ErrorKind::PermissionDenied => ExecError::NotExecutable {

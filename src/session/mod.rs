@@ -6,6 +6,9 @@
 //! Runners:
 //! * [`ExecRunner`] replaces the process (`/bin/sh -c FORCE_COMMAND`, or
 //!   the broker's allowed argv).
+//! * The HTTP listener starts the command itself, as the wrapper would
+//!   have ([`plan`]: the same decision and lines; [`report`]: the
+//!   session's start and end).
 //! * A parent runner (not here yet) spawns the command instead, stays its
 //!   parent, forwards signals, waits and cleans up after it (a session
 //!   container must be removed). It implements [`Runner`] too and must keep
@@ -14,6 +17,8 @@
 
 mod env;
 mod exec;
+pub(crate) mod plan;
+pub(crate) mod report;
 
 pub(crate) use env::SessionEnv;
 pub(crate) use exec::{ExecError, ExecRunner};
