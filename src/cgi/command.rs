@@ -1,7 +1,7 @@
 //! Runs one `/cgi-bin/run` request the way `bastion-wrapper` would, in
 //! the listener: takes the lock (a `wait:SECONDS` wait polls, so it never
 //! holds up other requests), makes the wrapper's decision
-//! ([`crate::session::plan`]) and starts only the command, with an
+//! ([`crate::wrapper::plan`]) and starts only the command, with an
 //! environment built from scratch, stdout and stderr merged into one pipe,
 //! in its own process group. The lock descriptor is made inheritable right
 //! before that one spawn and the listener's copy dropped right after, so
@@ -16,12 +16,12 @@ use super::access_log::{Entry, Exit};
 use super::body::{CommandFailed, Output};
 use crate::config::{LockPolicy, Runtime};
 use crate::lock::{LockError, LockFile, LockGuard};
-use crate::session::plan::{self, Plan, Target, BUSY_LINE};
 use crate::session::report::{self, Report};
 use crate::session::{self, ExecError, SessionEnv};
 use crate::sys::privilege::Account;
 use crate::sys::process_group;
 use crate::tool::Tool;
+use crate::wrapper::plan::{self, Plan, Target, BUSY_LINE};
 use bytes::{Bytes, BytesMut};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::HeaderMap;

@@ -7,7 +7,7 @@
 //! * [`ExecRunner`] replaces the process (`/bin/sh -c FORCE_COMMAND`, or
 //!   the broker's allowed argv).
 //! * The HTTP listener starts the command itself, as the wrapper would
-//!   have ([`plan`]: the same decision and lines; [`report`]: the
+//!   have (`wrapper::plan`: the same decision and lines; [`report`]: the
 //!   session's start and end).
 //! * A parent runner (not here yet) spawns the command instead, stays its
 //!   parent, forwards signals, waits and cleans up after it (a session
@@ -17,7 +17,6 @@
 
 mod env;
 mod exec;
-pub(crate) mod plan;
 pub(crate) mod report;
 
 pub(crate) use env::SessionEnv;

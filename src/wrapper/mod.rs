@@ -3,6 +3,8 @@
 //! or hands the request to the broker. It never gives the client's request
 //! to a shell, and never lets it reach the forced command's environment.
 
+pub(crate) mod plan;
+
 use crate::config::{Mode, Runtime, RUNTIME_FILE};
 use crate::exit::{self, Failure, Tool};
 use crate::lock::{self, Acquired, LockGuard};

@@ -6,16 +6,16 @@
 //! one the wrapper writes, byte for byte, so a client sees no difference.
 //! It never starts anything and never writes anywhere itself.
 
-use super::{Command, ExecError, SessionEnv};
 use crate::audit::{self, Event};
 use crate::config::{Mode, Runtime, SAFE_PATH};
+use crate::session::{Command, ExecError, SessionEnv};
 use crate::tool::Tool;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// What the wrapper prints on stdout when another run holds the lock.
-pub(crate) use crate::wrapper::BUSY_LINE;
+pub(crate) use super::BUSY_LINE;
 
 /// What happens to one request once the lock is held.
 #[derive(Debug)]
