@@ -119,13 +119,15 @@ impl Launcher {
                     }
                     Plan::Run { cmd, said, speaker } => match out.send(said).await {
                         Some(stop) => Ended::stopped(stop),
-                        None => match self.spawn(&cmd, writer, guard) {
-                            Ok((child, pgid)) => supervise(child, pgid, reader, &mut out).await,
-                            Err(e) => {
-                                let (said, code) = plan::start_failed(speaker, &e);
-                                out.said(said, code).await
+                        None => {
+                            match spawn_off_thread(cmd, self.workdir.clone(), writer, guard).await {
+                                Ok((child, pgid)) => supervise(child, pgid, reader, &mut out).await,
+                                Err(e) => {
+                                    let (said, code) = plan::start_failed(speaker, &e);
+                                    out.said(said, code).await
+                                }
                             }
-                        },
+                        }
                     },
                 }
             }
@@ -177,49 +179,69 @@ impl Launcher {
             pause = (pause * 2).min(LOCK_POLL_MAX);
         }
     }
+}
 
-    /// Starts the command by full path (one `posix_spawn`), holding the
-    /// lock: its descriptor is inherited by this child only, and this
-    /// process's copy is gone when this returns.
-    fn spawn(
-        &self,
-        cmd: &session::Command,
-        writer: PipeWriter,
-        lock: LockGuard,
-    ) -> Result<(tokio::process::Child, u32), ExecError> {
-        let target = plan::locate(cmd)?;
-        let shown = || target.argv[0].to_string_lossy().into_owned();
-        let failed = |e: &std::io::Error| ExecError::from_io(shown(), e);
-        // Nothing else runs on this thread between here and the spawn, and
-        // no other thread starts processes: no other child inherits it.
-        lock.inherit().map_err(|e| failed(&e))?;
-        let start = |t: &Target| -> std::io::Result<tokio::process::Child> {
-            let (program, args) = t.argv.split_first().unwrap_or((&t.argv[0], &[]));
-            tokio::process::Command::new(&t.program)
-                .arg0(program)
-                .args(args)
-                .env_clear()
-                .envs(cmd.env.vars())
-                .current_dir(&self.workdir)
-                .stdin(Stdio::null())
-                .stdout(writer.try_clone()?)
-                .stderr(writer.try_clone()?)
-                .process_group(0)
-                .spawn()
-        };
-        let child = match start(&target) {
-            // Not a binary the kernel runs: `execvp` hands it to sh.
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => start(&target.as_script()),
-            other => other,
-        };
-        // The command's copies are its own now; EOF on the pipe comes when
-        // its processes have closed theirs.
-        drop(lock);
-        drop(writer);
-        let child = child.map_err(|e| failed(&e))?;
-        let pgid = child.id().unwrap_or(0);
-        Ok((child, pgid))
-    }
+/// [`spawn`] on a blocking thread: `posix_spawn` suspends its caller until
+/// the child has exec'd (vfork), which must neither stall the listener nor
+/// make commands start one at a time.
+async fn spawn_off_thread(
+    cmd: session::Command,
+    workdir: PathBuf,
+    writer: PipeWriter,
+    lock: LockGuard,
+) -> Result<(tokio::process::Child, u32), ExecError> {
+    let shown = plan::shown(&cmd);
+    tokio::task::spawn_blocking(move || spawn(&cmd, &workdir, writer, lock))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ExecError::Other {
+                program: shown,
+                problem: e.to_string(),
+            })
+        })
+}
+
+/// Starts the command by full path (one `posix_spawn`), holding the lock:
+/// its descriptor is inheritable only while this child starts, and this
+/// process's copy is gone when this returns. Another command starting at
+/// the same time (another thread) holds no lock descriptor: every request
+/// has the same policy, and an exclusive lock has one holder at a time,
+/// this listener's copy until the spawn is done.
+fn spawn(
+    cmd: &session::Command,
+    workdir: &std::path::Path,
+    writer: PipeWriter,
+    lock: LockGuard,
+) -> Result<(tokio::process::Child, u32), ExecError> {
+    let target = plan::locate(cmd)?;
+    let failed = |e: &std::io::Error| ExecError::from_io(plan::shown(cmd), e);
+    lock.inherit().map_err(|e| failed(&e))?;
+    let start = |t: &Target| -> std::io::Result<tokio::process::Child> {
+        let (program, args) = t.argv.split_first().unwrap_or((&t.argv[0], &[]));
+        tokio::process::Command::new(&t.program)
+            .arg0(program)
+            .args(args)
+            .env_clear()
+            .envs(cmd.env.vars())
+            .current_dir(workdir)
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone()?)
+            .stderr(writer.try_clone()?)
+            .process_group(0)
+            .spawn()
+    };
+    let child = match start(&target) {
+        // Not a binary the kernel runs: `execvp` hands it to sh.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOEXEC) => start(&target.as_script()),
+        other => other,
+    };
+    // The command's copies are its own now; EOF on the pipe comes when
+    // its processes have closed theirs.
+    drop(lock);
+    drop(writer);
+    let child = child.map_err(|e| failed(&e))?;
+    let pgid = child.id().unwrap_or(0);
+    Ok((child, pgid))
 }
 
 /// The outcome of taking the lock.

@@ -182,6 +182,13 @@ fn executable(path: &Path) -> Found {
     }
 }
 
+/// The command's first word, for messages.
+pub(crate) fn shown(cmd: &Command) -> String {
+    cmd.argv
+        .first()
+        .map_or_else(String::new, |a| a.to_string_lossy().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
