@@ -78,7 +78,8 @@ impl<'de> Deserialize<'de> for LockPolicy {
 pub(crate) struct Runtime {
     pub(crate) user: String,
     pub(crate) mode: Mode,
-    /// `ALLOWED_COMMANDS` as it was at boot (already validated).
+    /// `ALLOWED_COMMANDS` as it was at boot (already validated); empty when
+    /// `rules_snapshot` holds the rules.
     pub(crate) allowed_commands: String,
     pub(crate) allowed_commands_file: PathBuf,
     pub(crate) command_prefix: String,
@@ -89,6 +90,10 @@ pub(crate) struct Runtime {
     pub(crate) merged_keys_file: PathBuf,
     /// Whether keys carry `pty` (an interactive FORCE_COMMAND needs a TTY).
     pub(crate) pty: bool,
+    /// `ALLOWED_COMMANDS` compiled at boot (broker mode); when set, requests
+    /// are decided from it and never from `allowed_commands`.
+    #[serde(default)]
+    pub(crate) rules_snapshot: Option<PathBuf>,
 }
 
 impl Runtime {

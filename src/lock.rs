@@ -46,7 +46,8 @@ impl fmt::Display for LockError {
 }
 
 /// Takes the lock on `path` according to `policy`. On `Held`, the descriptor
-/// is already inheritable: keep the guard alive up to `exec`.
+/// is already inheritable: keep the guard alive up to `exec`. A busy or
+/// failed attempt leaves nothing inheritable behind.
 pub(crate) fn acquire(path: &Path, policy: LockPolicy) -> Result<Acquired, LockError> {
     let err = |source| LockError {
         path: path.to_owned(),
@@ -57,19 +58,20 @@ pub(crate) fn acquire(path: &Path, policy: LockPolicy) -> Result<Acquired, LockE
         LockPolicy::Exclusive => Duration::ZERO,
         LockPolicy::Wait { seconds } => Duration::from_secs(seconds.into()),
     };
-    // Read-only: the session user may read the root-owned file but never
-    // write, truncate or replace it; `flock` needs no write access.
+    // Read-only (and close-on-exec until held): the session user may read
+    // the root-owned file but never write, truncate or replace it, and the
+    // descriptor the command inherits cannot write either; `flock` needs no
+    // write access.
     let file = File::open(path).map_err(err)?;
-    // Deliberately NOT close-on-exec: the command the wrapper execs inherits
-    // this descriptor, so the lock is released only when the last process of
-    // its tree exits. This is the one descriptor of the project that
-    // survives exec.
-    crate::sys::fd::set_inheritable(&file).map_err(err)?;
-    if lock_within(&file, timeout).map_err(err)? {
-        Ok(Acquired::Held(LockGuard { _file: Some(file) }))
-    } else {
-        Ok(Acquired::Busy)
+    if !lock_within(&file, timeout).map_err(err)? {
+        return Ok(Acquired::Busy);
     }
+    // Deliberately NOT close-on-exec once held: the command the wrapper
+    // execs inherits this descriptor, so the lock is released only when the
+    // last process of its tree exits. This is the one descriptor of the
+    // project that survives exec.
+    crate::sys::fd::set_inheritable(&file).map_err(err)?;
+    Ok(Acquired::Held(LockGuard { _file: Some(file) }))
 }
 
 /// The lock file opened for a caller that waits in its own way (the HTTP

@@ -1,7 +1,8 @@
 //! The whole decision over ALLOWED_COMMANDS-style text and a request:
 //! never panics, never allows a request with a control character, an
 //! empty request without a prefix, or one over 64 KiB, and an allowing
-//! rule really matches the request on its own.
+//! rule really matches the request on its own. The boot-compiled rules
+//! (when every rule is usable, as the entrypoint requires) decide alike.
 #![no_main]
 
 use bastion::broker::probe;
@@ -12,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
     // Layout: rules, a 0x1e separator, the request (which may hold anything).
     let (rules, request) = text.split_once('\u{1e}').unwrap_or((text, ""));
     let prefix = if request.len() % 2 == 0 { "" } else { "echo" };
-    if let Ok(_line) = probe::decide(rules, request, prefix) {
+    let parsed = probe::decide(rules, request, prefix);
+    // Rules with an unusable one are refused at boot, never compiled.
+    if let Ok(compiled) = probe::decide_compiled(rules, request, prefix) {
+        assert_eq!(parsed, compiled, "compiled rules decide otherwise");
+    }
+    if let Ok(_line) = parsed {
         assert!(
             !request.chars().any(|c| c.is_control() && c != '\t'),
             "allowed a control character: {request:?}"

@@ -87,7 +87,7 @@ impl Translated {
 }
 
 /// Characters that make a rule more than a plain string.
-const META: &[char] = &[
+pub(crate) const META: &[char] = &[
     '.', '[', ']', '(', ')', '*', '+', '?', '{', '}', '|', '^', '$', '\\',
 ];
 

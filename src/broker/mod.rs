@@ -6,6 +6,7 @@ mod argv;
 mod classes;
 pub(crate) mod ere;
 pub(crate) mod rules;
+pub(crate) mod snapshot;
 
 use crate::audit::{self, Event};
 use crate::config::{ConfigError, Runtime};
@@ -14,6 +15,7 @@ use crate::lock::LockGuard;
 use crate::session::{self, Runner, SessionEnv};
 use clap::Parser;
 use rules::{DenyReason, Rule, RuleError};
+use snapshot::CompiledRule;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +26,9 @@ pub(crate) struct BrokerConfig {
     pub(crate) allowed_commands: String,
     pub(crate) allowed_commands_file: PathBuf,
     pub(crate) command_prefix: String,
+    /// `ALLOWED_COMMANDS` compiled at boot; when set, it replaces
+    /// `allowed_commands`, and a snapshot that cannot be used runs nothing.
+    pub(crate) snapshot: Option<PathBuf>,
 }
 
 impl BrokerConfig {
@@ -32,6 +37,7 @@ impl BrokerConfig {
             allowed_commands: rt.allowed_commands.clone(),
             allowed_commands_file: rt.allowed_commands_file.clone(),
             command_prefix: rt.command_prefix.clone(),
+            snapshot: rt.rules_snapshot.clone(),
         }
     }
 
@@ -41,27 +47,77 @@ impl BrokerConfig {
             allowed_commands: String::new(),
             allowed_commands_file: PathBuf::from(crate::config::ALLOWED_COMMANDS_FILE),
             command_prefix: String::new(),
+            snapshot: None,
         }
     }
 }
 
-/// The effective rules of one request: `ALLOWED_COMMANDS` first, then the
-/// live list file, in line order.
-struct Loaded {
+/// The effective rules of one request: `ALLOWED_COMMANDS` first (compiled
+/// at boot, or parsed now when there is no snapshot), then the live list
+/// file, in line order.
+struct Loaded<'a> {
+    boot: Vec<CompiledRule<'a>>,
     rules: Vec<Rule>,
     list_error: Option<rules::ListFileError>,
 }
 
-fn load(cfg: &BrokerConfig) -> Loaded {
-    let mut rules = rules::env_rules(&cfg.allowed_commands);
-    let list_error = match rules::file_rules(&cfg.allowed_commands_file) {
+/// The rule that allowed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allowing {
+    Boot(usize),
+    Parsed(usize),
+}
+
+impl Loaded<'_> {
+    /// Text and source of the allowing rule.
+    fn shown(&self, a: Allowing) -> (String, rules::Source) {
+        match a {
+            Allowing::Boot(i) => (rules::show_rule(self.boot[i].text), self.boot[i].source()),
+            Allowing::Parsed(i) => (
+                rules::show_rule(&self.rules[i].text),
+                self.rules[i].source.clone(),
+            ),
+        }
+    }
+}
+
+/// The snapshot's bytes when the configuration names one (the boot rules
+/// borrow from them), else nothing.
+fn read_snapshot(cfg: &BrokerConfig) -> Result<Vec<u8>, snapshot::SnapshotError> {
+    cfg.snapshot
+        .as_deref()
+        .map_or(Ok(Vec::new()), snapshot::read)
+}
+
+/// With `request`, list-file lines that cannot match it are left out (see
+/// `rules::file_rules`). `snapshot` is what `read_snapshot` gave.
+fn load<'a>(
+    cfg: &BrokerConfig,
+    snapshot: &'a [u8],
+    request: Option<&str>,
+) -> Result<Loaded<'a>, snapshot::SnapshotError> {
+    let (boot, mut rules) = match &cfg.snapshot {
+        Some(path) => (snapshot::decode_file(path, snapshot)?, Vec::new()),
+        None => (Vec::new(), rules::env_rules(&cfg.allowed_commands)),
+    };
+    let list_error = match rules::file_rules(&cfg.allowed_commands_file, request) {
         Ok(more) => {
             rules.extend(more);
             None
         }
         Err(e) => Some(e),
     };
-    Loaded { rules, list_error }
+    Ok(Loaded {
+        boot,
+        rules,
+        list_error,
+    })
+}
+
+/// The snapshot could not be used: said once, exit 78.
+fn refuse(e: &snapshot::SnapshotError) -> ExitCode {
+    Tool::Broker.say(e);
+    exit::code(exit::CONFIG)
 }
 
 /// Every unusable rule and an unreadable list file (they are skipped; the
@@ -101,10 +157,13 @@ pub(crate) fn deny_bytes(request: &[u8], reason: String) -> ExitCode {
     exit::code(exit::DENIED)
 }
 
-/// The decision for one request: the index of the allowing rule.
-fn decide(cfg: &BrokerConfig, loaded: &Loaded, request: &str) -> Result<usize, DenyReason> {
+/// The decision for one request: the allowing rule, the first in order.
+fn decide(cfg: &BrokerConfig, loaded: &Loaded, request: &str) -> Result<Allowing, DenyReason> {
     rules::precheck(request, !cfg.command_prefix.trim().is_empty())?;
-    rules::first_match(&loaded.rules, request).ok_or(DenyReason::NoRuleMatches)
+    rules::first_match(&loaded.boot, request)
+        .map(Allowing::Boot)
+        .or_else(|| rules::first_match(&loaded.rules, request).map(Allowing::Parsed))
+        .ok_or(DenyReason::NoRuleMatches)
 }
 
 fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
@@ -118,9 +177,24 @@ fn prefix_words(prefix: &str) -> Result<Vec<String>, ConfigError> {
     })
 }
 
+/// Why `allowed_argv` gives no argv.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The decision: 126.
+    Denied(DenyReason),
+    /// The boot-compiled rules cannot be used: nothing is decided, 78.
+    Snapshot(snapshot::SnapshotError),
+}
+
+impl From<DenyReason> for Refusal {
+    fn from(r: DenyReason) -> Self {
+        Refusal::Denied(r)
+    }
+}
+
 /// Decides on `request`: the argv to run when a rule allows it. Unusable
 /// rules and a bad prefix are logged here; the decision itself is not.
-pub(crate) fn allowed_argv(cfg: &BrokerConfig, request: &str) -> Result<Vec<String>, DenyReason> {
+pub(crate) fn allowed_argv(cfg: &BrokerConfig, request: &str) -> Result<Vec<String>, Refusal> {
     let (notes, decision) = allowed_argv_noted(cfg, request);
     for note in notes {
         Tool::Broker.say(note);
@@ -134,30 +208,40 @@ pub(crate) fn allowed_argv(cfg: &BrokerConfig, request: &str) -> Result<Vec<Stri
 pub(crate) fn allowed_argv_noted(
     cfg: &BrokerConfig,
     request: &str,
-) -> (Vec<String>, Result<Vec<String>, DenyReason>) {
-    let loaded = load(cfg);
+) -> (Vec<String>, Result<Vec<String>, Refusal>) {
+    let snap = match read_snapshot(cfg) {
+        Ok(s) => s,
+        Err(e) => return (Vec::new(), Err(Refusal::Snapshot(e))),
+    };
+    let loaded = match load(cfg, &snap, Some(request)) {
+        Ok(l) => l,
+        Err(e) => return (Vec::new(), Err(Refusal::Snapshot(e))),
+    };
     let mut notes = problems(&loaded);
     let decision = match prefix_words(&cfg.command_prefix) {
         // Validated at boot; only a hand-set environment gets here.
         Err(e) => {
             notes.push(e.to_string());
-            Err(DenyReason::BadPrefix)
+            Err(DenyReason::BadPrefix.into())
         }
-        Ok(prefix) => decide(cfg, &loaded, request).and_then(|_| {
-            let argv = argv::argv(&prefix, request);
-            if argv.is_empty() {
-                Err(DenyReason::Empty)
-            } else {
-                Ok(argv)
-            }
-        }),
+        Ok(prefix) => decide(cfg, &loaded, request)
+            .map_err(Refusal::from)
+            .and_then(|_| {
+                let argv = argv::argv(&prefix, request);
+                if argv.is_empty() {
+                    Err(DenyReason::Empty.into())
+                } else {
+                    Ok(argv)
+                }
+            }),
     };
     (notes, decision)
 }
 
 /// Decides, logs the audit line and, when allowed, hands the argv to
 /// `runner` (the exec runner does not return). Otherwise returns 126
-/// (denied) or 127 (program not found).
+/// (denied), 127 (program not found) or 78 (the boot-compiled rules cannot
+/// be used).
 pub(crate) fn run(
     cfg: &BrokerConfig,
     request: &str,
@@ -166,7 +250,8 @@ pub(crate) fn run(
 ) -> ExitCode {
     let argv = match allowed_argv(cfg, request) {
         Ok(argv) => argv,
-        Err(reason) => return deny(request, reason),
+        Err(Refusal::Denied(reason)) => return deny(request, reason),
+        Err(Refusal::Snapshot(e)) => return refuse(&e),
     };
     let allow = Event::BrokerAllow {
         request: request.as_bytes(),
@@ -291,20 +376,23 @@ fn run_cli() -> Result<ExitCode, Failure> {
 }
 
 fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
-    let loaded = load(cfg);
+    let snap = match read_snapshot(cfg) {
+        Ok(s) => s,
+        Err(e) => return refuse(&e),
+    };
+    let loaded = match load(cfg, &snap, Some(request)) {
+        Ok(l) => l,
+        Err(e) => return refuse(&e),
+    };
     log_problems(&loaded);
     if let Err(e) = prefix_words(&cfg.command_prefix) {
         Tool::Broker.say(&e);
         return deny(request, DenyReason::BadPrefix);
     }
     match decide(cfg, &loaded, request) {
-        Ok(i) => {
-            let rule = &loaded.rules[i];
-            println!(
-                "allowed by rule \"{}\" ({})",
-                rules::show_rule(&rule.text),
-                rule.source
-            );
+        Ok(a) => {
+            let (text, source) = loaded.shown(a);
+            println!("allowed by rule \"{text}\" ({source})");
             exit::code(exit::OK)
         }
         Err(reason) => deny(request, reason),
@@ -312,7 +400,18 @@ fn check(cfg: &BrokerConfig, request: &str) -> ExitCode {
 }
 
 fn list(cfg: &BrokerConfig) -> ExitCode {
-    let loaded = load(cfg);
+    let bad_snapshot = |e: snapshot::SnapshotError| {
+        println!("BAD  {e}");
+        exit::code(exit::CONFIG)
+    };
+    let snap = match read_snapshot(cfg) {
+        Ok(s) => s,
+        Err(e) => return bad_snapshot(e),
+    };
+    let loaded = match load(cfg, &snap, None) {
+        Ok(l) => l,
+        Err(e) => return bad_snapshot(e),
+    };
     let mut bad = false;
     if let Err(e) = prefix_words(&cfg.command_prefix) {
         println!("BAD  {e}");
@@ -321,6 +420,9 @@ fn list(cfg: &BrokerConfig) -> ExitCode {
     if let Some(e) = &loaded.list_error {
         println!("BAD  {e}");
         bad = true;
+    }
+    for rule in &loaded.boot {
+        println!("ok   {}: {}", rule.source(), rules::show_rule(rule.text));
     }
     for rule in &loaded.rules {
         match &rule.translated {
@@ -335,7 +437,7 @@ fn list(cfg: &BrokerConfig) -> ExitCode {
             }
         }
     }
-    if loaded.rules.is_empty() {
+    if loaded.boot.is_empty() && loaded.rules.is_empty() {
         println!("(no rules: every request is refused)");
     }
     exit::code(if bad { exit::CONFIG } else { exit::OK })
@@ -366,6 +468,25 @@ pub mod probe {
             .iter()
             .map(|r| super::rules::first_match(&rules, r).is_some())
             .collect())
+    }
+
+    /// `matches` through the boot-compiled path: the rule is translated,
+    /// written into a snapshot, read back (checked) and decided from it.
+    pub fn matches_compiled(rule: &str, requests: &[&str]) -> Result<Vec<bool>, String> {
+        let t = super::ere::translate(rule).map_err(|e| e.to_string())?;
+        let pattern = t.pattern();
+        let bytes = super::snapshot::encode([(1, rule, pattern.as_str(), &t.shortcut)].into_iter());
+        let rules = super::snapshot::decode(&bytes)?;
+        Ok(requests
+            .iter()
+            .map(|r| super::rules::first_match(&rules, r).is_some())
+            .collect())
+    }
+
+    /// What every request `rule` matches starts with, as the live list's
+    /// prefilter reads it off the text.
+    pub fn literal_start(rule: &str) -> &[u8] {
+        super::rules::literal_start(rule.as_bytes())
     }
 
     /// Fuzz oracle: for a rule the broker accepts, the translated pattern
@@ -402,12 +523,45 @@ pub mod probe {
             allowed_commands: allowed_commands.to_owned(),
             allowed_commands_file: std::path::PathBuf::new(),
             command_prefix: prefix.to_owned(),
+            snapshot: None,
         };
         let loaded = super::Loaded {
+            boot: Vec::new(),
             rules: super::rules::env_rules(allowed_commands),
             list_error: None,
         };
-        super::decide(&cfg, &loaded, request).map_err(|r| r.to_string())
+        match super::decide(&cfg, &loaded, request) {
+            Ok(super::Allowing::Parsed(i)) => Ok(i),
+            Ok(super::Allowing::Boot(_)) => unreachable!("no snapshot here"),
+            Err(r) => Err(r.to_string()),
+        }
+    }
+
+    /// `decide` through the boot-compiled path (the snapshot the entrypoint
+    /// writes for `allowed_commands`, read back and checked); the outer
+    /// error when the rules cannot be compiled (the entrypoint refuses them).
+    pub fn decide_compiled(
+        allowed_commands: &str,
+        request: &str,
+        prefix: &str,
+    ) -> Result<Result<usize, String>, String> {
+        let bytes = super::snapshot::compile(allowed_commands)?;
+        let cfg = super::BrokerConfig {
+            allowed_commands: String::new(),
+            allowed_commands_file: std::path::PathBuf::new(),
+            command_prefix: prefix.to_owned(),
+            snapshot: None,
+        };
+        let loaded = super::Loaded {
+            boot: super::snapshot::decode(&bytes)?,
+            rules: Vec::new(),
+            list_error: None,
+        };
+        Ok(match super::decide(&cfg, &loaded, request) {
+            Ok(super::Allowing::Boot(i)) => Ok(i),
+            Ok(super::Allowing::Parsed(_)) => unreachable!("no parsed rules here"),
+            Err(r) => Err(r.to_string()),
+        })
     }
 }
 

@@ -1,6 +1,8 @@
-//! The TCP stream under hyper, with two jobs hyper cannot do for us:
-//! it counts `Content-Length` lines in each request head (hyper silently
-//! merges identical duplicates, and we refuse them), and it tells a response
+//! The TCP stream under hyper, with jobs hyper cannot do for us: it
+//! counts `Content-Length` lines in each request head (hyper silently
+//! merges identical duplicates, and we refuse them), it notes line ends
+//! other than CRLF and other shapes hyper tolerates (bare LF, which a proxy
+//! in front may read differently: a smuggling vector), and it tells a response
 //! body when everything hyper buffered has reached the socket, so a failed
 //! command's last output is on the wire before the connection is cut.
 //! It never changes a byte.
@@ -17,6 +19,35 @@ use tokio::net::TcpStream;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HeadFacts {
     pub(crate) content_length_lines: u32,
+    /// The first framing fault in the head (or in blank lines before it),
+    /// for the refusal: the request is answered 400 and the connection
+    /// closed, whatever it asked.
+    pub(crate) fault: Option<HeadFault>,
+}
+
+/// A head that hyper would serve but that another HTTP parser (a proxy in
+/// front) may split differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadFault {
+    /// LF without the CR before it.
+    BareLf,
+    /// CR not followed by LF.
+    BareCr,
+    /// A header line starting with white space (obs-fold, RFC 9112 5.2).
+    ObsFold,
+    /// A control character (other than tab) or DEL in the head.
+    Control,
+}
+
+impl HeadFault {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            HeadFault::BareLf => "a line of the request head ends in LF without CR",
+            HeadFault::BareCr => "a CR in the request head is not followed by LF",
+            HeadFault::ObsFold => "a header line starts with white space (line folding)",
+            HeadFault::Control => "a control character in the request head",
+        }
+    }
 }
 
 /// Shared between the stream (which hyper owns) and the service/bodies of
@@ -171,9 +202,15 @@ const CONTENT_LENGTH: &[u8] = b"content-length";
 /// request we serve has no body, so the stream is heads only; a request
 /// with a body is answered and the connection closed) and counts the
 /// `Content-Length:` lines of each, the way httparse reads them: name at the
-/// start of a line, any case, colon right after it.
+/// start of a line, any case, colon right after it. It also notes the
+/// first [`HeadFault`]; its idea of where a head ends (an empty line, CR
+/// optional) is httparse's, so it stays in step with hyper even on a
+/// faulty head.
 #[derive(Debug, Default)]
 struct HeadScanner {
+    /// The previous byte was a CR.
+    after_cr: bool,
+    fault: Option<HeadFault>,
     /// The request line of the current head is complete.
     in_headers: bool,
     /// Bytes of the current line, CR excluded.
@@ -190,14 +227,26 @@ impl HeadScanner {
         self.in_headers || self.line_len > 0
     }
 
+    fn note(&mut self, fault: HeadFault) {
+        self.fault.get_or_insert(fault);
+    }
+
     fn feed(&mut self, bytes: &[u8], done: &mut Vec<HeadFacts>) {
         for &b in bytes {
+            let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+            if after_cr && b != b'\n' {
+                self.note(HeadFault::BareCr);
+            }
             match b {
                 b'\n' => {
+                    if !after_cr {
+                        self.note(HeadFault::BareLf);
+                    }
                     if self.line_len == 0 {
                         if self.in_headers {
                             done.push(HeadFacts {
                                 content_length_lines: self.content_length_lines,
+                                fault: self.fault,
                             });
                             *self = Self::default();
                         }
@@ -210,6 +259,12 @@ impl HeadScanner {
                 }
                 b'\r' => {}
                 _ => {
+                    if self.in_headers && self.line_len == 0 && matches!(b, b' ' | b'\t') {
+                        self.note(HeadFault::ObsFold);
+                    }
+                    if (b < 0x20 && b != b'\t') || b == 0x7f {
+                        self.note(HeadFault::Control);
+                    }
                     if self.in_headers {
                         self.matched = match self.matched {
                             Some(i)
@@ -277,6 +332,41 @@ mod tests {
     fn only_the_header_name_counts() {
         let req = b"GET /Content-Length: HTTP/1.1\r\nX-Content-Length: 1\r\nContent-Lengthy: 2\r\nContent-Length : 3\r\nX: Content-Length: 4\r\n\r\n";
         assert_eq!(counts(&[req]), vec![0]);
+    }
+
+    fn faults(chunks: &[&[u8]]) -> Vec<Option<HeadFault>> {
+        scan_chunks(chunks).into_iter().map(|h| h.fault).collect()
+    }
+
+    #[test]
+    fn line_end_faults_are_noted_per_head() {
+        let good: &[u8] = b"GET / HTTP/1.1\r\nX: a\tb\r\n\r\n";
+        assert_eq!(faults(&[good]), vec![None]);
+        for (head, fault) in [
+            (
+                &b"GET / HTTP/1.1\r\nX: a\nY: b\r\n\r\n"[..],
+                HeadFault::BareLf,
+            ),
+            (b"GET / HTTP/1.1\nX: a\r\n\r\n", HeadFault::BareLf),
+            (b"GET / HTTP/1.1\r\nX: a\r\n\n", HeadFault::BareLf),
+            (b"\nGET / HTTP/1.1\r\n\r\n", HeadFault::BareLf),
+            (b"GET / HTTP/1.1\r\nX: a\rY: b\r\n\r\n", HeadFault::BareCr),
+            (b"GET / HTTP/1.1\r\nX: a\r\r\n\r\n", HeadFault::BareCr),
+            (b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", HeadFault::ObsFold),
+            (b"GET / HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n", HeadFault::ObsFold),
+            (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", HeadFault::Control),
+            (b"GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n", HeadFault::Control),
+        ] {
+            // The fault belongs to its head only, wherever the reads split.
+            for cut in 0..head.len() {
+                assert_eq!(
+                    faults(&[&head[..cut], &head[cut..], good]),
+                    vec![Some(fault), None],
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(head)
+                );
+            }
+        }
     }
 
     #[test]

@@ -31,6 +31,10 @@ use std::time::Duration;
 pub(crate) const DEFAULT_PORT: u16 = 8080;
 /// Default bound on commands running at once (503 beyond it).
 pub(crate) const DEFAULT_MAX_COMMANDS: u32 = 32;
+/// Default bound on connections open at once from one client address:
+/// room for a CI fleet of 20 jobs behind one NAT address, each with a
+/// connection, and for its health checks.
+pub(crate) const DEFAULT_MAX_PER_SOURCE: u32 = 32;
 /// Default time a client has to send a complete request head.
 pub(crate) const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// Default time output may wait for a client that reads nothing.
@@ -101,6 +105,11 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_COMMANDS,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_commands: u32,
+    /// Connections open at once from one client address at most; more get
+    /// 503 and are closed.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PER_SOURCE,
+          value_parser = clap::value_parser!(u32).range(1..=server::MAX_CONNECTIONS as i64))]
+    max_per_source: u32,
     /// Seconds a client has to send a complete request head.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -183,13 +192,15 @@ fn run(args: Args) -> Result<(), Failure> {
     let limits = server::Limits {
         header_timeout: Duration::from_secs(args.header_timeout),
         max_commands: args.max_commands as usize,
+        max_per_source: args.max_per_source as usize,
     };
     Tool::Cgi.say(format_args!(
-        "listening on {addr} ({} auth) as {} (uid {}), at most {} commands at once",
+        "listening on {addr} ({} auth) as {} (uid {}), at most {} commands at once, {} connections per client address",
         creds.scheme().name(),
         account.name,
         account.uid,
-        limits.max_commands
+        limits.max_commands,
+        limits.max_per_source
     ));
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,6 +1,6 @@
-//! The HTTP/1.1 server: accepts connections, applies the limits (head size,
-//! header timeout, no request bodies, no Transfer-Encoding, bounded
-//! commands), routes `/healthz` and `/cgi-bin/run`, and logs one line per
+//! The HTTP/1.1 server: accepts connections, applies the limits (open
+//! connections in all and per client address, head size, header timeout,
+//! no request bodies, no Transfer-Encoding, bounded commands), routes `/healthz` and `/cgi-bin/run`, and logs one line per
 //! request. It never runs anything before authentication succeeds.
 
 use super::access_log::{Entry, Exit};
@@ -15,10 +15,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
@@ -29,7 +31,20 @@ pub(crate) const MAX_HEAD: usize = 8 * 1024;
 const MAX_BUF: usize = 16 * 1024;
 /// Open connections at most; beyond it, new ones wait in the kernel's
 /// accept queue until one closes (idle ones close at the header timeout).
-const MAX_CONNECTIONS: usize = 256;
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+/// Connections over the per-address cap being answered 503 at once at
+/// most; beyond it they are closed without an answer.
+const MAX_REFUSING: usize = 32;
+/// How long a refused connection is given to take its 503.
+const REFUSE_TIME: Duration = Duration::from_secs(2);
+/// Keepalive on accepted connections: a client silent for a minute is
+/// probed, and one that answers no probe for 30 s more is gone (its command
+/// is killed like a client that closed).
+const KEEPALIVE: crate::sys::socket::Keepalive = crate::sys::socket::Keepalive {
+    idle_secs: 60,
+    interval_secs: 10,
+    probes: 3,
+};
 
 pub(crate) const RUN_PATH: &str = "/cgi-bin/run";
 pub(crate) const HEALTH_PATH: &str = "/healthz";
@@ -39,6 +54,49 @@ pub(crate) const COMMAND_HEADER: &str = "x-bastion-command";
 pub(crate) struct Limits {
     pub(crate) header_timeout: Duration,
     pub(crate) max_commands: usize,
+    /// Connections open at once from one client address.
+    pub(crate) max_per_source: usize,
+}
+
+/// Open connections per client address (the full address: a NAT gateway
+/// counts as one client, and so does each IPv6 address).
+#[derive(Debug, Default)]
+struct Sources {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection of an address; the count drops with it.
+struct SourceTicket {
+    sources: Arc<Sources>,
+    ip: IpAddr,
+}
+
+impl Sources {
+    fn enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<SourceTicket> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceTicket {
+            sources: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceTicket {
+    fn drop(&mut self) {
+        let mut open = self.sources.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Shared by every connection.
@@ -80,6 +138,8 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let sources = Arc::new(Sources::default());
     loop {
         let Ok(slot) = connections.clone().acquire_owned().await else {
             return;
@@ -90,9 +150,24 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(ticket) = sources.enter(peer.ip(), app.limits.max_per_source) else {
+                    // Over the cap: answered without taking a slot, and
+                    // only as many at once as MAX_REFUSING (a flood from
+                    // one address cannot crowd out the others).
+                    drop(slot);
+                    if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                        let max = app.limits.max_per_source;
+                        tokio::spawn(async move {
+                            refuse_over_cap(stream, peer, max).await;
+                            drop(permit);
+                        });
+                    }
+                    continue;
+                };
                 let app = app.clone();
                 tokio::spawn(async move {
                     connection(stream, peer, app).await;
+                    drop(ticket);
                     drop(slot);
                 });
             }
@@ -105,8 +180,39 @@ pub(crate) async fn serve(
     }
 }
 
+/// 503 to a connection over its address's cap, then close. The request
+/// is read (and dropped) until the client closes or `REFUSE_TIME` passes, so
+/// the close does not reset the answer away.
+async fn refuse_over_cap(mut stream: TcpStream, peer: SocketAddr, max: usize) {
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+        over_cap_text(max).len(),
+        over_cap_text(max)
+    );
+    let _ = tokio::time::timeout(REFUSE_TIME, async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    Entry::new(peer, "-", b"-").log(
+        Some(503),
+        Exit::None,
+        Some("too many connections from this address"),
+    );
+}
+
+fn over_cap_text(max: usize) -> String {
+    format!("too many connections from your address (at most {max}); retry later\n")
+}
+
 async fn connection(stream: TcpStream, peer: SocketAddr, app: Arc<App>) {
     let _ = stream.set_nodelay(true);
+    if let Err(e) = crate::sys::socket::set_keepalive(&stream, KEEPALIVE) {
+        Tool::Cgi.say(format_args!("cannot turn keepalive on for {peer}: {e}"));
+    }
     let shared = Arc::new(ConnShared::default());
     let conn_state = shared.clone();
     let io = TokioIo::new(ConnIo::new(stream, shared.clone()));
@@ -201,6 +307,14 @@ impl App {
 
         // Framing first: any doubt about where this request ends, and the
         // connection is answered and closed.
+        if let Some(fault) = head.fault {
+            let r = closing(
+                StatusCode::BAD_REQUEST,
+                &format!("bad request: {}", fault.describe()),
+            );
+            entry.log(Some(400), Exit::None, Some(fault.describe()));
+            return r;
+        }
         if h.contains_key(header::TRANSFER_ENCODING) {
             return log(
                 &entry,

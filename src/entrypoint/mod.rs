@@ -8,6 +8,7 @@ mod files;
 mod hostkeys;
 mod settings;
 mod sshd_config;
+mod sshd_probe;
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE, SAFE_PATH, SESSION_USER};
 use crate::exit::{self, Failure, Tool};
@@ -102,7 +103,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
     let merged = merge_keys(&[&s.keys_host, &s.keys_repo])?;
     files::write_root_file(&p.merged_keys_file, &merged, 0o644)
         .map_err(|e| BootError::io(format!("write {}", p.merged_keys_file.display()), e))?;
-    let n_keys = count_keys(&merged) + count_dir_keys(&s.keys_dir);
+    let n_keys = count_keys(&merged) + count_dir_keys(&s.keys_dir, &merged);
     if n_keys == 0 {
         log(&format!(
             "warning: no authorized keys at all (users.d {}, {}, {}): nobody can log in until a key is added to users.d, which is read at every login",
@@ -119,11 +120,18 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
 
     align_docker_group(&p.docker_socket, &p.group_file)?;
 
+    let rules_snapshot = write_rules_snapshot(&s, &p.runtime_file)?;
     let pty = matches!(s.mode, Mode::Force { .. });
     let runtime = Runtime {
         user: SESSION_USER.to_owned(),
         mode: s.mode.clone(),
-        allowed_commands: s.allowed_commands.clone(),
+        // The snapshot holds the rules; the runtime file, read by every
+        // request, does not carry them twice.
+        allowed_commands: if rules_snapshot.is_some() {
+            String::new()
+        } else {
+            s.allowed_commands.clone()
+        },
         allowed_commands_file: p.allowed_commands_file.clone(),
         command_prefix: s.command_prefix.clone(),
         command_lock: s.command_lock,
@@ -131,13 +139,14 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         authorized_keys_dir: s.keys_dir.clone(),
         merged_keys_file: p.merged_keys_file.clone(),
         pty,
+        rules_snapshot,
     };
     let json = serde_json::to_vec_pretty(&runtime)
         .map_err(|e| BootError::Failed(format!("cannot encode the runtime file: {e}")))?;
     files::write_root_file(&p.runtime_file, &json, 0o644)
         .map_err(|e| BootError::io(format!("write {}", p.runtime_file.display()), e))?;
 
-    let config = render_sshd_config(&s, &host_keys, pty)?;
+    let config = render_sshd_config(&s, &sshd, &host_keys, pty)?;
     files::write_root_file(&p.sshd_config, config.as_bytes(), 0o644)
         .map_err(|e| BootError::io(format!("write {}", p.sshd_config.display()), e))?;
     check_sshd_config(&sshd, &p.sshd_config)?;
@@ -174,6 +183,20 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         .arg(&p.sshd_config)
         .exec();
     Err(BootError::io(format!("exec {}", sshd.display()), err))
+}
+
+/// Broker mode: `ALLOWED_COMMANDS` (validated already) compiled once into a
+/// root-owned file next to the runtime file, written before the runtime
+/// file that names it, so no request sees one without the other.
+fn write_rules_snapshot(s: &Settings, runtime_file: &Path) -> Result<Option<PathBuf>, BootError> {
+    if !matches!(s.mode, Mode::Broker) {
+        return Ok(None);
+    }
+    let path = crate::broker::snapshot::path_for(runtime_file);
+    let bytes = crate::broker::snapshot::compile(&s.allowed_commands).map_err(BootError::Failed)?;
+    files::write_root_file(&path, &bytes, 0o644)
+        .map_err(|e| BootError::io(format!("write {}", path.display()), e))?;
+    Ok(Some(path))
 }
 
 /// The key index's socket directory, next to the runtime file: owned by
@@ -237,17 +260,52 @@ fn count_keys(bytes: &[u8]) -> usize {
 
 /// Valid keys in `users.d`, read the way `bastion-keys` reads them (no
 /// symlinks, no FIFOs or devices, bounded size), so a hostile entry can
-/// neither hang nor exhaust the boot.
-fn count_dir_keys(dir: &Path) -> usize {
+/// neither hang nor exhaust the boot. Warns about each key there or in the
+/// merged file that sshd's hardened algorithms will refuse.
+fn count_dir_keys(dir: &Path, merged: &[u8]) -> usize {
     use crate::keys::source;
-    let Ok(names) = source::list_dir(dir) else {
-        return 0;
+    let mut found = source::FileKeys::default();
+    source::parse_into(merged, "merged", "merged", &mut found);
+    let mut n = 0;
+    if let Ok(names) = source::list_dir(dir) {
+        for name in &names {
+            if let Some(entry) = source::read_entry(dir, name) {
+                n += entry.keys.len();
+                found.keys.extend(entry.keys);
+            }
+        }
+    }
+    let refused: Vec<String> = found.keys.iter().filter_map(refused_key).collect();
+    const SHOWN: usize = 20;
+    for r in refused.iter().take(SHOWN) {
+        log(&format!("warning: {r}"));
+    }
+    if refused.len() > SHOWN {
+        log(&format!(
+            "warning: and {} more keys sshd will refuse",
+            refused.len() - SHOWN
+        ));
+    }
+    n
+}
+
+/// Why sshd will refuse `k` (its `PubkeyAcceptedAlgorithms` take ed25519
+/// and RSA only, `RequiredRSASize` 3072), if it will.
+fn refused_key(k: &crate::keys::source::FoundKey) -> Option<String> {
+    let why = match k.key.rsa_bits() {
+        Some(bits) if bits < hostkeys::MIN_RSA_BITS => {
+            format!("RSA keys under {} bits are refused", hostkeys::MIN_RSA_BITS)
+        }
+        Some(_) => return None,
+        None if k.key.kind.contains("ecdsa") => {
+            "ECDSA keys are not among the hardened algorithms".to_owned()
+        }
+        None => return None,
     };
-    names
-        .iter()
-        .filter_map(|name| source::read_entry(dir, name))
-        .map(|found| found.keys.len())
-        .sum()
+    Some(format!(
+        "key {} of {} (line {}, {}) will be refused by sshd: {why}; use an ed25519 key (ssh-keygen -t ed25519)",
+        k.fingerprint, k.identity, k.line, k.key.kind
+    ))
 }
 
 fn align_docker_group(socket: &Path, group_file: &Path) -> Result<(), BootError> {
@@ -280,7 +338,12 @@ fn align_docker_group(socket: &Path, group_file: &Path) -> Result<(), BootError>
     Ok(())
 }
 
-fn render_sshd_config(s: &Settings, host_keys: &[PathBuf], pty: bool) -> Result<String, BootError> {
+fn render_sshd_config(
+    s: &Settings,
+    sshd: &Path,
+    host_keys: &[hostkeys::HostKey],
+    pty: bool,
+) -> Result<String, BootError> {
     let p = &s.paths;
     let template = std::fs::read_to_string(&p.template).map_err(|e| {
         BootError::io(
@@ -297,17 +360,71 @@ fn render_sshd_config(s: &Settings, host_keys: &[PathBuf], pty: bool) -> Result<
         }
         Ok(argv)
     };
+    let key_paths: Vec<PathBuf> = host_keys.iter().map(|k| k.path.clone()).collect();
+    if key_paths.is_empty() {
+        return Err(BootError::Failed("no host key sshd can serve".to_owned()));
+    }
+    let installed = sshd_probe::InstalledSshd::probe(sshd, &key_paths)?;
+
+    // Diffie-Hellman group exchange with the system's groups of 3072 bits
+    // or more only; without any, that key exchange is left out.
+    let system_moduli = installed.default_moduli_file();
+    let (moduli, groups) = sshd_probe::strong_moduli(&sshd_probe::read_moduli(&system_moduli)?);
+    let moduli_file = p.run_dir.join("moduli");
+    files::write_root_file(&moduli_file, moduli.as_bytes(), 0o644)
+        .map_err(|e| BootError::io(format!("write {}", moduli_file.display()), e))?;
+    if groups == 0 {
+        log(&format!(
+            "warning: {} has no Diffie-Hellman group of 3072 bits or more: {} is not offered",
+            system_moduli.display(),
+            sshd_config::GROUP_EXCHANGE
+        ));
+    }
+
+    let legacy: Vec<String> = host_keys
+        .iter()
+        .filter_map(|k| k.extra_algorithm.clone())
+        .collect();
+    let algorithms =
+        sshd_config::algorithms(&installed, &legacy, groups > 0).map_err(BootError::Failed)?;
     let values = sshd_config::SshdValues {
         port: s.ssh_port,
         listen: s.listen.clone(),
-        host_keys: host_keys.to_vec(),
+        host_keys: key_paths,
         user: SESSION_USER.to_owned(),
         permit_tty: pty,
         force_command: bin("bastion-wrapper")?,
         keys_command: bin("bastion-keys")?,
+        moduli_file,
+        algorithms: algorithms.text,
     };
-    sshd_config::render(&template, &values)
-        .map_err(|e| BootError::Failed(format!("cannot render {}: {e}", p.template.display())))
+    let rendered = sshd_config::render(&template, &values, &installed)
+        .map_err(|e| BootError::Failed(format!("cannot render {}: {e}", p.template.display())))?;
+    let mut note = format!(
+        "sshd {}: algorithms of ssh-audit's \"{}\"",
+        installed.release(),
+        algorithms.policy
+    );
+    if !algorithms.left_out.is_empty() {
+        note.push_str(&format!(
+            "; not supported here: {}",
+            algorithms.left_out.join(", ")
+        ));
+    }
+    if !rendered.unsupported.is_empty() {
+        note.push_str(&format!(
+            "; options this sshd lacks: {}",
+            rendered.unsupported.join(", ")
+        ));
+    }
+    if !legacy.is_empty() {
+        note.push_str(&format!(
+            "; also offered for legacy host keys: {}",
+            legacy.join(", ")
+        ));
+    }
+    log(&note);
+    Ok(rendered.text)
 }
 
 fn check_sshd_config(sshd: &Path, config: &Path) -> Result<(), BootError> {

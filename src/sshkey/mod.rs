@@ -40,6 +40,22 @@ impl PublicKey {
         )
     }
 
+    /// The modulus size of an RSA key, in bits (sshd's `RequiredRSASize`
+    /// compares it); `None` for other types.
+    pub(crate) fn rsa_bits(&self) -> Option<u32> {
+        if self.kind != "ssh-rsa" {
+            return None;
+        }
+        let mut w = Wire::new(&self.blob);
+        w.string().ok()?; // type
+        w.string().ok()?; // e
+        let n = w.string().ok()?;
+        let skip = n.iter().take_while(|b| **b == 0).count();
+        let n = &n[skip..];
+        let first = *n.first()?;
+        Some((n.len() as u32 - 1) * 8 + (8 - first.leading_zeros()))
+    }
+
     /// `type base64`, re-encoded from the blob.
     pub(crate) fn to_openssh(&self) -> String {
         format!(
@@ -97,4 +113,38 @@ fn ed25519(w: &mut Wire<'_>) -> Result<(), &'static str> {
         return Err("an ed25519 key is 32 bytes");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod rsa_bits_tests {
+    use super::*;
+
+    fn rsa_blob(n: &[u8]) -> PublicKey {
+        let mut blob = Vec::new();
+        for part in [&b"ssh-rsa"[..], &[1, 0, 1], n] {
+            blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            blob.extend_from_slice(part);
+        }
+        PublicKey {
+            kind: "ssh-rsa",
+            blob,
+        }
+    }
+
+    #[test]
+    fn rsa_bits_count_the_modulus() {
+        // mpint: a leading zero byte when the top bit is set.
+        let mut n = vec![0u8, 0x80];
+        n.resize(1 + 384, 0xff);
+        assert_eq!(rsa_blob(&n).rsa_bits(), Some(3072));
+        let mut n = vec![0x7f];
+        n.resize(256, 0xff);
+        assert_eq!(rsa_blob(&n).rsa_bits(), Some(2047));
+        assert_eq!(rsa_blob(&[]).rsa_bits(), None);
+        let ed = PublicKey {
+            kind: "ssh-ed25519",
+            blob: vec![],
+        };
+        assert_eq!(ed.rsa_bits(), None);
+    }
 }

@@ -71,7 +71,15 @@ fn broker(rt: &Runtime, raw: &[u8], env: SessionEnv) -> Plan {
         say(&mut said, Tool::Broker, note);
     }
     match decision {
-        Err(reason) => deny(said, reason.to_string()),
+        Err(crate::broker::Refusal::Denied(reason)) => deny(said, reason.to_string()),
+        // The boot-compiled rules cannot be used: nothing is decided.
+        Err(crate::broker::Refusal::Snapshot(e)) => {
+            say(&mut said, Tool::Broker, e);
+            Plan::Done {
+                said,
+                code: crate::exit::CONFIG,
+            }
+        }
         Ok(argv) => {
             line(
                 &mut said,

@@ -7,6 +7,7 @@
 mod docker;
 
 mod broker;
+mod crypto;
 mod force_command;
 mod keys;
 mod lifecycle;

@@ -6,6 +6,8 @@ mod fixture;
 
 mod auth;
 mod boot;
+mod connections;
+mod framing;
 mod limits;
 mod privilege;
 mod session;

@@ -7,7 +7,11 @@ mod fixture;
 
 mod boot;
 mod broker;
+pub mod crypto;
+mod exhaustion;
 mod force;
 mod hardening;
 mod lock;
+mod one_uid;
+mod rules_snapshot;
 mod wrapper;

@@ -451,6 +451,14 @@ fn differential_against_gnu_grep() {
         let (gnu, warned) = grep_lines(&["grep"], &rule, &reqs);
         let refs: Vec<&str> = reqs.iter().map(String::as_str).collect();
         let ours = probe::matches(&rule, &refs);
+        // The boot-compiled path (snapshot written, read back, decided
+        // from) must give the same answers, refusals included.
+        let compiled = probe::matches_compiled(&rule, &refs);
+        if compiled.as_ref().ok() != ours.as_ref().ok() {
+            failures.push(format!(
+                "rule {rule:?}: compiled path {compiled:?}, parsed path {ours:?}"
+            ));
+        }
         match (&gnu, &ours) {
             (None, Ok(_)) => failures.push(format!("grep refuses {rule:?}, we accept it")),
             (None, Err(_)) => gnu_refused += 1,
@@ -464,6 +472,16 @@ fn differential_against_gnu_grep() {
                 for (i, &we) in ours.iter().enumerate() {
                     let they = lines.contains(&i);
                     matched += usize::from(they);
+                    // The live list's prefilter must never drop a rule
+                    // from a request it matches.
+                    let start = probe::literal_start(&rule);
+                    if they && !reqs[i].as_bytes().starts_with(start) {
+                        failures.push(format!(
+                            "rule {rule:?} matches {:?} (grep) but its literal start is {:?}",
+                            reqs[i],
+                            String::from_utf8_lossy(start)
+                        ));
+                    }
                     if we != they {
                         failures.push(format!(
                             "rule {rule:?} request {:?}: grep {they}, broker {we} (pattern {:?})",

@@ -31,7 +31,10 @@ fn host_keys_are_generated_once_and_survive_a_restart() {
     let b = Bastion::without_host_keys("boot-hostkeys").force("echo through the daemon");
     let mut first = b.start();
     let before = keyscan(first.port);
-    assert_eq!(before.len(), 3, "{before:?}");
+    // A fresh deployment: ed25519 and 4096-bit RSA, no ECDSA.
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before[0].starts_with("ssh-ed25519 "), "{before:?}");
+    assert!(before[1].starts_with("ssh-rsa "), "{before:?}");
     // A real login through the listening sshd the entrypoint exec'd.
     let out = run_expect(&mut harness::ssh_to_port(first.port, &b.key), 0);
     assert_eq!(stdout(&out), "through the daemon\n");
@@ -54,7 +57,14 @@ fn host_keys_are_generated_once_and_survive_a_restart() {
         v
     };
     let files = snapshot(&dir);
-    assert_eq!(files.len(), 6);
+    assert_eq!(files.len(), 4);
+    let rsa = run_expect(
+        Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(dir.join("ssh_host_rsa_key.pub")),
+        0,
+    );
+    assert!(stdout(&rsa).starts_with("4096 "), "{}", stdout(&rsa));
     for (name, _, mode) in &files {
         let want = if name.ends_with(".pub") { 0o644 } else { 0o600 };
         assert_eq!(*mode, want, "{name}");
@@ -181,6 +191,7 @@ fn runtime_and_lock_files_are_root_owned_and_read_only_for_the_session() {
         "command.lock",
         "authorized_keys.merged",
         "sshd_config",
+        "moduli",
     ] {
         let m = std::fs::metadata(run.join(f)).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 0, 0o644), "{f}");

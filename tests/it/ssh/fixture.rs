@@ -15,10 +15,11 @@ fn cached_host_keys() -> &'static Path {
         let dir = std::env::temp_dir().join(format!("bastion-it-hostkeys-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        for t in ["ed25519", "ecdsa", "rsa"] {
+        // What a fresh deployment makes: ed25519 and 4096-bit RSA.
+        for (t, bits) in [("ed25519", "256"), ("rsa", "4096")] {
             harness::run_expect(
                 Command::new("ssh-keygen")
-                    .args(["-q", "-t", t, "-N", "", "-C", "", "-f"])
+                    .args(["-q", "-t", t, "-b", bits, "-N", "", "-C", "", "-f"])
                     .arg(dir.join(format!("ssh_host_{t}_key"))),
                 0,
             );
@@ -92,6 +93,18 @@ impl Bastion {
         self.env("FORCE_COMMAND", command)
     }
 
+    /// Replaces `from` by `to` in this root's copy of the sshd_config
+    /// template (a shorter timeout for a test); `from` must be there.
+    pub fn edit_template(self, from: &str, to: &str) -> Bastion {
+        let t = self
+            .root
+            .join("usr/local/share/bastion/sshd_config.template");
+        let text = std::fs::read_to_string(&t).unwrap();
+        assert!(text.contains(from), "{from:?} is not in the template");
+        std::fs::write(&t, text.replace(from, to)).unwrap();
+        self
+    }
+
     /// The entrypoint with exactly this root's environment.
     pub fn entrypoint(&self) -> Command {
         // sshd runs the wrapper and bastion-keys from the entrypoint's own
@@ -149,7 +162,8 @@ impl Bastion {
     /// loopback port and waits until it accepts.
     pub fn start(&self) -> Daemon {
         let port = harness::free_port();
-        let log = std::fs::File::create(self.root.join(format!("entrypoint-{port}.log"))).unwrap();
+        let log_path = self.root.join(format!("entrypoint-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = self
             .entrypoint()
             .env("SSH_PORT", port.to_string())
@@ -159,7 +173,11 @@ impl Bastion {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut d = Daemon { child, port };
+        let mut d = Daemon {
+            child,
+            port,
+            log: log_path,
+        };
         harness::wait_port(port, Duration::from_secs(30));
         assert!(d.child.try_wait().unwrap().is_none(), "entrypoint exited");
         d
@@ -170,9 +188,15 @@ impl Bastion {
 pub struct Daemon {
     pub child: Child,
     pub port: u16,
+    /// The entrypoint's output, then sshd's (`-e`): what `docker logs` shows.
+    pub log: PathBuf,
 }
 
 impl Daemon {
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
