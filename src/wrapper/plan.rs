@@ -288,6 +288,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unusable_rules_snapshot_runs_nothing_and_is_78() {
+        let dir = std::env::temp_dir().join(format!("bastion-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let snap = dir.join("rules.snapshot");
+        std::fs::write(&snap, b"not a snapshot").unwrap();
+        let mut rt = runtime(Mode::Broker, "", "");
+        rt.rules_snapshot = Some(snap);
+        let p = plan(&rt, Some(b"echo hi"), SessionEnv::empty());
+        let text = said(&p);
+        assert!(text.starts_with("[broker] "), "{text}");
+        assert!(!text.contains("ALLOW:"), "{text}");
+        assert!(matches!(p, Plan::Done { code: 78, .. }), "{p:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn locate_searches_the_safe_path_like_execvp() {
         let c = Command::argv(vec!["sh".into(), "-c".into()], SessionEnv::empty());
         let t = locate(&c).unwrap();
