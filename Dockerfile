@@ -26,7 +26,7 @@ RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
  && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --bins --target "$target" \
  && mkdir /out \
- && for b in bastion-entrypoint bastion-wrapper bastion-broker bastion-cgi bastion-keys; do \
+ && for b in bastion-entrypoint bastion-wrapper bastion-broker bastion-cgi bastion-keys bastion-agent-proxy; do \
       install -m 0755 "target/$target/release/$b" "/out/$b" || exit 1; \
     done
 
@@ -49,15 +49,19 @@ LABEL org.opencontainers.image.title="docker-bastion" \
 # The session user `agent`: shell /bin/sh (sshd runs ForceCommand through
 # it), password field `*` (unlocked for sshd, no password can match).
 # No host keys in the image: the entrypoint makes them in /etc/ssh/keys.
-RUN apk add --no-cache openssh-server openssh-keygen docker-cli docker-cli-compose tini bash ca-certificates tzdata \
+# `bastion`: the system account of the upstream ssh-agent and its
+# filtering proxy (SPEC 13), never the session's.
+RUN apk add --no-cache openssh-server openssh-keygen openssh-client docker-cli docker-cli-compose tini bash ca-certificates tzdata \
  && rm -f /etc/ssh/ssh_host_* \
  && addgroup -g "${SSH_GID}" agent \
  && adduser -D -u "${SSH_UID}" -G agent -h /home/agent -s /bin/sh agent \
+ && addgroup -S bastion \
+ && adduser -S -D -H -G bastion -h /nonexistent -s /sbin/nologin bastion \
  && sed -i 's/^agent:[^:]*:/agent:*:/' /etc/shadow \
  && install -d -m 0755 -o root -g root /etc/bastion /etc/bastion/users.d /run/bastion \
  && install -d -m 0700 -o root -g root /etc/ssh/keys
 
-COPY --from=build /out/bastion-entrypoint /out/bastion-wrapper /out/bastion-broker /out/bastion-cgi /out/bastion-keys /usr/local/bin/
+COPY --from=build /out/bastion-entrypoint /out/bastion-wrapper /out/bastion-broker /out/bastion-cgi /out/bastion-keys /out/bastion-agent-proxy /usr/local/bin/
 COPY rootfs/ /
 # sshd refuses an AuthorizedKeysCommand that is not root-owned or sits
 # under a group/world-writable directory; COPY can carry the checkout's

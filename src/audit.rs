@@ -21,6 +21,19 @@ pub(crate) enum Event<'a> {
     HttpAccess(HttpAccess<'a>),
     /// What a key lookup found (already one escaped line of text).
     KeyNote { text: &'a str },
+    /// The upstream agent signed a login to `upstream` with `key` (its
+    /// fingerprint), asked by the client process `peer_pid` (SPEC 13).
+    UpstreamSign {
+        upstream: &'a str,
+        key: &'a str,
+        peer_pid: Option<i32>,
+    },
+    /// An agent request was refused, for `reason` (a fixed word).
+    UpstreamRefused {
+        reason: &'a str,
+        upstream: Option<&'a str>,
+        peer_pid: Option<i32>,
+    },
 }
 
 /// The fields of an HTTP access line; raw bytes as the client sent them.
@@ -77,6 +90,35 @@ pub(crate) fn render(event: &Event<'_>) -> String {
         },
         Event::HttpAccess(a) => render_access(a),
         Event::KeyNote { text } => format!("{} {}", Tool::Keys.prefix(), escape_kept(text)),
+        Event::UpstreamSign {
+            upstream,
+            key,
+            peer_pid,
+        } => {
+            let mut s = format!(
+                "event=upstream.sign upstream={} key={}",
+                field(&escape(upstream)),
+                field(&escape(key))
+            );
+            if let Some(p) = peer_pid {
+                let _ = write!(s, " peer_pid={p}");
+            }
+            s
+        }
+        Event::UpstreamRefused {
+            reason,
+            upstream,
+            peer_pid,
+        } => {
+            let mut s = format!("event=upstream.refused reason={}", field(&escape(reason)));
+            if let Some(u) = upstream {
+                let _ = write!(s, " upstream={}", field(&escape(u)));
+            }
+            if let Some(p) = peer_pid {
+                let _ = write!(s, " peer_pid={p}");
+            }
+            s
+        }
     }
 }
 

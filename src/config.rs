@@ -94,6 +94,10 @@ pub(crate) struct Runtime {
     /// are decided from it and never from `allowed_commands`.
     #[serde(default)]
     pub(crate) rules_snapshot: Option<PathBuf>,
+    /// The filtering agent proxy sessions get as `SSH_AUTH_SOCK` (SPEC
+    /// 13), when upstreams are declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) agent_socket: Option<PathBuf>,
 }
 
 impl Runtime {

@@ -4,6 +4,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod broker;
 pub mod cgi;
 pub mod entrypoint;
@@ -21,3 +22,4 @@ pub(crate) mod sshkey;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
 pub(crate) mod tool;
+pub(crate) mod upstream;

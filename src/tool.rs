@@ -11,6 +11,7 @@ pub(crate) enum Tool {
     Broker,
     Cgi,
     Keys,
+    AgentProxy,
 }
 
 impl Tool {
@@ -22,6 +23,7 @@ impl Tool {
             Tool::Broker => "[broker]",
             Tool::Cgi => "bastion-cgi:",
             Tool::Keys => "bastion-keys:",
+            Tool::AgentProxy => "bastion-agent-proxy:",
         }
     }
 

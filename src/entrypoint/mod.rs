@@ -9,6 +9,7 @@ mod hostkeys;
 mod settings;
 mod sshd_config;
 mod sshd_probe;
+mod upstreams;
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE, SAFE_PATH, SESSION_USER};
 use crate::exit::{self, Failure, Tool};
@@ -120,6 +121,12 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
 
     align_docker_group(&p.docker_socket, &p.group_file)?;
 
+    let up = upstreams::UpstreamPaths::new(
+        &p.run_dir,
+        p.under("/etc/ssh/ssh_config.d/bastion-upstreams.conf"),
+    );
+    let with_agent = upstreams::prepare(&s.upstreams, &up)?;
+
     let rules_snapshot = write_rules_snapshot(&s, &p.runtime_file)?;
     let pty = matches!(s.mode, Mode::Force { .. });
     let runtime = Runtime {
@@ -139,6 +146,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         authorized_keys_dir: s.keys_dir.clone(),
         merged_keys_file: p.merged_keys_file.clone(),
         pty,
+        agent_socket: with_agent.then(|| up.socket.clone()),
         rules_snapshot,
     };
     let json = serde_json::to_vec_pretty(&runtime)
@@ -164,6 +172,10 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
     if prepare_only {
         println!("{}", p.sshd_config.display());
         return Ok(());
+    }
+
+    if with_agent {
+        upstreams::start(&s.upstreams, &up, &p.bin_dir.join("bastion-agent-proxy"))?;
     }
 
     if let Some(creds) = s.credentials {
@@ -216,7 +228,7 @@ fn prepare_key_index_dir(runtime_file: &Path) -> Result<(), BootError> {
         .map_err(|e| BootError::io(format!("prepare {}", dir.display()), e))
 }
 
-fn find_program(name: &str) -> Result<PathBuf, BootError> {
+pub(super) fn find_program(name: &str) -> Result<PathBuf, BootError> {
     SAFE_PATH
         .split(':')
         .map(|d| Path::new(d).join(name))

@@ -70,6 +70,8 @@ pub(super) struct Settings {
     pub(super) keys_host: PathBuf,
     pub(super) keys_repo: PathBuf,
     pub(super) credentials: Option<Credentials>,
+    /// `UPSTREAMS`, every key and pin checked (SPEC 13).
+    pub(super) upstreams: Vec<crate::upstream::Checked>,
     /// Problems worth a line in the log that do not stop the boot.
     pub(super) warnings: Vec<String>,
 }
@@ -399,6 +401,8 @@ impl Settings {
             ));
         }
 
+        let upstreams = upstreams_from_env(&mut env, &paths);
+
         if !env.errors.is_empty() {
             return Err(env.errors);
         }
@@ -415,8 +419,47 @@ impl Settings {
             keys_host: keys.host,
             keys_repo: keys.repo,
             credentials,
+            upstreams,
             warnings,
         })
+    }
+}
+
+/// `UPSTREAMS` and `UPSTREAM_KNOWN_HOSTS` (SPEC 13): parsed, then every
+/// key file and pin checked, all problems reported together.
+fn upstreams_from_env(env: &mut Env<'_>, paths: &Paths) -> Vec<crate::upstream::Checked> {
+    use crate::upstream::{self, DEFAULT_KNOWN_HOSTS, KNOWN_HOSTS_VAR, VAR};
+    let text = env.get(VAR).unwrap_or_default();
+    let known_hosts = env.path(KNOWN_HOSTS_VAR, paths.under(DEFAULT_KNOWN_HOSTS));
+    let declared = match upstream::parse(&text) {
+        Ok(d) => d,
+        Err(es) => {
+            env.errors.extend(es);
+            return Vec::new();
+        }
+    };
+    if declared.is_empty() {
+        return Vec::new();
+    }
+    let Some(keygen) = config::SAFE_PATH
+        .split(':')
+        .map(|d| Path::new(d).join("ssh-keygen"))
+        .find(|p| p.is_file())
+    else {
+        env.errors.push(ConfigError::new(
+            VAR,
+            None,
+            "ssh-keygen is not installed, so the keys cannot be checked",
+            "use the bastion image (it carries openssh-keygen)",
+        ));
+        return Vec::new();
+    };
+    match upstream::validate(declared, &known_hosts, config::SESSION_USER, &keygen) {
+        Ok(v) => v,
+        Err(es) => {
+            env.errors.extend(es);
+            Vec::new()
+        }
     }
 }
 

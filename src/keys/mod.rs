@@ -4,7 +4,7 @@
 //! view of `users.d` older than the call.
 
 pub(crate) mod index;
-mod line;
+pub(crate) mod line;
 pub(crate) mod source;
 
 use crate::audit::{self, escape, Event};

@@ -29,6 +29,9 @@ pub(crate) const SESSION_VARS: &[&str] = &[
     "SSH_CONNECTION",
     "SSH_TTY",
     "SSH_USER_AUTH",
+    // Set by the wrapper from the runtime file (SPEC 13), never taken
+    // from the client.
+    "SSH_AUTH_SOCK",
 ];
 
 /// An explicit child environment: exactly these variables, in this order.

@@ -119,3 +119,38 @@ pub(crate) fn user_may_read(name: &str, meta: &Metadata) -> bool {
     }
     mode & 0o004 != 0
 }
+
+/// Makes `cmd`'s child get SIGTERM when the process that spawned it ends
+/// (in the image: sshd, which the entrypoint becomes), so a helper never
+/// outlives the server it belongs to. Set after the child's uid change
+/// (which would clear it), right before exec.
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec and only makes two
+    // raw syscalls (prctl, getppid) and _exit-free error returns: no
+    // allocation, no lock, nothing async-signal-unsafe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have gone before the flag was set.
+            if nix::libc::getppid() != parent.as_raw() {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The same for the calling process itself, after its own uid change;
+/// `parent` is the pid it was started by.
+pub(crate) fn exit_with_parent(parent: u32) -> Result<(), DropError> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .map_err(|e| DropError(format!("prctl(PR_SET_PDEATHSIG): {e}")))?;
+    if nix::unistd::getppid().as_raw() as u32 != parent {
+        return Err(DropError(format!("the parent process {parent} is gone")));
+    }
+    Ok(())
+}

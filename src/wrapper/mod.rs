@@ -40,6 +40,12 @@ fn run() -> Result<ExitCode, Failure> {
     crate::sys::fd::cloexec_inherited().map_err(Failure::descriptors)?;
     let args = exit::parse_args::<Args>()?;
     let rt = Runtime::load(&args.runtime)?;
+    // The upstream agent (SPEC 13): only the bastion's own socket, never
+    // one a client could have named.
+    match &rt.agent_socket {
+        Some(sock) => std::env::set_var("SSH_AUTH_SOCK", sock),
+        None => std::env::remove_var("SSH_AUTH_SOCK"),
+    }
     let guard = match lock::acquire(&rt.lock_file, rt.command_lock) {
         Ok(Acquired::Held(guard)) => guard,
         Ok(Acquired::Busy) => {

@@ -12,3 +12,4 @@ mod force_command;
 mod keys;
 mod lifecycle;
 mod quickstart;
+mod upstream;

@@ -19,6 +19,7 @@ pub fn bin(name: &str) -> PathBuf {
         "bastion-keys" => env!("CARGO_BIN_EXE_bastion-keys"),
         "bastion-cgi" => env!("CARGO_BIN_EXE_bastion-cgi"),
         "bastion-entrypoint" => env!("CARGO_BIN_EXE_bastion-entrypoint"),
+        "bastion-agent-proxy" => env!("CARGO_BIN_EXE_bastion-agent-proxy"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)
@@ -27,17 +28,18 @@ pub fn bin(name: &str) -> PathBuf {
 /// Path of one of the project's binaries where sshd accepts it as an
 /// AuthorizedKeysCommand or ForceCommand: the file and every parent
 /// root-owned and not group/world-writable. Cargo's target dir usually is;
-/// a checkout under `/tmp` is not, and then all five binaries are copied
+/// a checkout under `/tmp` is not, and then all the binaries are copied
 /// side by side (the entrypoint finds the others next to itself) into a
 /// root-owned directory under `/var/lib`, once per build.
 pub fn sshd_safe_bin(name: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
-    const ALL: [&str; 5] = [
+    const ALL: [&str; 6] = [
         "bastion-entrypoint",
         "bastion-wrapper",
         "bastion-broker",
         "bastion-cgi",
         "bastion-keys",
+        "bastion-agent-proxy",
     ];
     let safe = |p: &Path| {
         p.ancestors()

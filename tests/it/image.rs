@@ -57,6 +57,8 @@ struct Facts {
     /// `ARG` defaults of the final stage that shape the image.
     args: BTreeMap<String, String>,
     user: Option<UserFacts>,
+    /// System accounts (`-S`/`-r`): the upstream agent's `bastion`.
+    system_users: BTreeSet<String>,
     /// `install -d` directories with their mode and owner.
     dirs: BTreeMap<String, String>,
     /// Files copied into `/usr/local/bin/`.
@@ -97,6 +99,7 @@ fn facts(text: &str) -> Facts {
     let mut f = Facts {
         args: BTreeMap::new(),
         user: None,
+        system_users: BTreeSet::new(),
         dirs: BTreeMap::new(),
         binaries: BTreeSet::new(),
         perms: BTreeSet::new(),
@@ -207,6 +210,9 @@ fn run_command(
         "addgroup" | "groupadd" => {
             group_gid.insert(last, flag(words, &["-g"]).unwrap_or_default());
         }
+        "adduser" | "useradd" if words.iter().any(|w| w == "-S" || w == "-r") => {
+            f.system_users.insert(last);
+        }
         "adduser" | "useradd" => {
             let group = if prog == "adduser" {
                 flag(words, &["-G"])
@@ -311,6 +317,7 @@ fn drift(alpine: &Facts, test: &Facts) -> Vec<String> {
     }
     same!(args);
     same!(user);
+    same!(system_users);
     same!(dirs);
     same!(binaries);
     same!(perms);
@@ -354,9 +361,16 @@ fn drift_in_any_fact_is_reported() {
         ("-d /home/agent", "-d /root"),
         ("agent:*:", "agent:!:"),
         ("groupadd -g \"${SSH_GID}\" agent", "groupadd -g 0 agent"),
+        (
+            "-s /usr/sbin/nologin bastion",
+            "-s /usr/sbin/nologin bastian",
+        ),
         ("install -d -m 0700", "install -d -m 0755"),
         (" /run/bastion \\", " \\"),
-        (" bin/bastion-keys /usr/local/bin/", " /usr/local/bin/"),
+        (
+            " bin/bastion-agent-proxy /usr/local/bin/",
+            " /usr/local/bin/",
+        ),
         ("chmod 0755 /usr/local/bin", "chmod 0775 /usr/local/bin"),
         ("chmod go-w / /etc /usr", "chmod go-w /etc /usr"),
         ("COPY rootfs/ /", "COPY rootfs/ /srv/"),
@@ -399,6 +413,10 @@ fn image_matches_the_spec() {
             shell: "/bin/sh".into(),
             password: "*".into(),
         }
+    );
+    assert!(
+        f.system_users.contains("bastion"),
+        "the upstream agent's account bastion is missing"
     );
     assert_eq!(f.exposed, BTreeSet::from([22, 8080]));
     assert_eq!(
@@ -540,7 +558,7 @@ fn examples() -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn examples_are_the_five_of_the_spec() {
+fn examples_are_the_six_of_the_spec() {
     let names: BTreeSet<String> = examples()
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -551,6 +569,7 @@ fn examples_are_the_five_of_the_spec() {
         "nginx-reload-webhook",
         "mailserver-broker",
         "fake-vps",
+        "deploy-over-ssh",
     ]
     .map(String::from)
     .into();

@@ -14,4 +14,5 @@ mod hardening;
 mod lock;
 mod one_uid;
 mod rules_snapshot;
+mod upstream;
 mod wrapper;

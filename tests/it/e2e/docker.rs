@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The binaries the image carries, as in Cargo.toml.
-const BINARIES: [&str; 5] = [
+const BINARIES: [&str; 6] = [
     "bastion-entrypoint",
     "bastion-wrapper",
     "bastion-broker",
     "bastion-cgi",
     "bastion-keys",
+    "bastion-agent-proxy",
 ];
 
 /// How long a container may take to boot before the test gives up.
