@@ -26,7 +26,7 @@ RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
  && RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --bins --target "$target" \
  && mkdir /out \
- && for b in bastion-entrypoint bastion-wrapper bastion-broker bastion-cgi bastion-keys bastion-agent-proxy; do \
+ && for b in bastion-entrypoint bastion-wrapper bastion-broker bastion-cgi bastion-keys bastion-agent-proxy bastion-monitor; do \
       install -m 0755 "target/$target/release/$b" "/out/$b" || exit 1; \
     done
 
@@ -61,7 +61,7 @@ RUN apk add --no-cache openssh-server openssh-keygen openssh-client docker-cli d
  && install -d -m 0755 -o root -g root /etc/bastion /etc/bastion/users.d /run/bastion \
  && install -d -m 0700 -o root -g root /etc/ssh/keys
 
-COPY --from=build /out/bastion-entrypoint /out/bastion-wrapper /out/bastion-broker /out/bastion-cgi /out/bastion-keys /out/bastion-agent-proxy /usr/local/bin/
+COPY --from=build /out/bastion-entrypoint /out/bastion-wrapper /out/bastion-broker /out/bastion-cgi /out/bastion-keys /out/bastion-agent-proxy /out/bastion-monitor /usr/local/bin/
 COPY rootfs/ /
 # sshd refuses an AuthorizedKeysCommand that is not root-owned or sits
 # under a group/world-writable directory; COPY can carry the checkout's
@@ -73,10 +73,11 @@ RUN chown root:root /usr/local/bin/bastion-* \
 
 EXPOSE 22 8080
 
-# Healthy while sshd listens on SSH_PORT and, when HTTP credentials are set,
-# the HTTP listener on HTTP_PORT: read from /proc/net/tcp{,6}, so a check
-# neither opens a connection nor writes a line to the logs.
+# Healthy while sshd listens on SSH_PORT (read from /proc/net/tcp{,6}: no
+# connection, no log line) and, when HTTP credentials are set, the real HTTP
+# listener answers GET /healthz (the monitor holds the port, so nothing else
+# can answer there; the X-Bastion-Healthcheck header keeps it out of the log).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD ["/bin/bash", "-c", "up() { grep -qE \"^ *[0-9]+: [0-9A-F]+:$(printf '%04X' \"$1\") [0-9A-F]+:[0-9A-F]+ 0A \" /proc/net/tcp /proc/net/tcp6; } && up \"${SSH_PORT:-22}\" && { [ -z \"${HTTP_BASIC_AUTH}${HTTP_TOKEN}${HTTP_BASIC_AUTH_FILE}${HTTP_TOKEN_FILE}\" ] || up \"${HTTP_PORT:-8080}\"; }"]
+  CMD ["/bin/bash", "-c", "up() { grep -qE \"^ *[0-9]+: [0-9A-F]+:$(printf '%04X' \"$1\") [0-9A-F]+:[0-9A-F]+ 0A \" /proc/net/tcp /proc/net/tcp6; } && up \"${SSH_PORT:-22}\" && { [ -z \"${HTTP_BASIC_AUTH}${HTTP_TOKEN}${HTTP_BASIC_AUTH_FILE}${HTTP_TOKEN_FILE}\" ] || { exec 3<>\"/dev/tcp/127.0.0.1/${HTTP_PORT:-8080}\" && printf 'GET /healthz HTTP/1.1\\r\\nHost: healthcheck\\r\\nX-Bastion-Healthcheck: 1\\r\\nConnection: close\\r\\n\\r\\n' >&3 && IFS= read -r -t 4 status <&3 && [[ \"$status\" == \"HTTP/1.1 200 \"* ]]; }; }"]
 
 ENTRYPOINT ["/sbin/tini", "-g", "--", "/usr/local/bin/bastion-entrypoint"]

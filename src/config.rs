@@ -90,6 +90,11 @@ pub(crate) struct Runtime {
     pub(crate) merged_keys_file: PathBuf,
     /// Whether keys carry `pty` (an interactive FORCE_COMMAND needs a TTY).
     pub(crate) pty: bool,
+    /// The monitor's event socket when one runs (full boot); absent for
+    /// `--prepare-only` and outside the image. When it is set and cannot
+    /// be reached, sessions are refused (fail closed).
+    #[serde(default)]
+    pub(crate) monitor_socket: Option<PathBuf>,
     /// `ALLOWED_COMMANDS` compiled at boot (broker mode); when set, requests
     /// are decided from it and never from `allowed_commands`.
     #[serde(default)]

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod cgi;
 pub mod entrypoint;
 pub mod keys;
+pub mod monitor;
 pub mod wrapper;
 
 pub(crate) mod audit;

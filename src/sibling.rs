@@ -9,3 +9,8 @@ pub(crate) fn exe_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     exe.parent().map(PathBuf::from)
 }
+
+/// `name` next to this process's executable.
+pub(crate) fn sibling(name: &str) -> std::io::Result<PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name(name))
+}

@@ -12,6 +12,7 @@ pub(crate) enum Tool {
     Cgi,
     Keys,
     AgentProxy,
+    Monitor,
 }
 
 impl Tool {
@@ -24,6 +25,7 @@ impl Tool {
             Tool::Cgi => "bastion-cgi:",
             Tool::Keys => "bastion-keys:",
             Tool::AgentProxy => "bastion-agent-proxy:",
+            Tool::Monitor => "bastion-monitor:",
         }
     }
 

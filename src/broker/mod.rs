@@ -209,6 +209,24 @@ pub(crate) fn allowed_argv_noted(
     cfg: &BrokerConfig,
     request: &str,
 ) -> (Vec<String>, Result<Vec<String>, Refusal>) {
+    let (notes, decision) = allowed_noted(cfg, request);
+    (notes, decision.map(|a| a.argv))
+}
+
+/// An allowed request: the argv, and the rule that allowed it and where
+/// that rule came from (for the audit trail).
+#[derive(Debug, Clone)]
+pub(crate) struct Allowed {
+    pub(crate) argv: Vec<String>,
+    pub(crate) rule: String,
+    pub(crate) source: String,
+}
+
+/// [`allowed_argv_noted`] with the rule that allowed the request.
+pub(crate) fn allowed_noted(
+    cfg: &BrokerConfig,
+    request: &str,
+) -> (Vec<String>, Result<Allowed, Refusal>) {
     let snap = match read_snapshot(cfg) {
         Ok(s) => s,
         Err(e) => return (Vec::new(), Err(Refusal::Snapshot(e))),
@@ -226,16 +244,85 @@ pub(crate) fn allowed_argv_noted(
         }
         Ok(prefix) => decide(cfg, &loaded, request)
             .map_err(Refusal::from)
-            .and_then(|_| {
+            .and_then(|allowing| {
                 let argv = argv::argv(&prefix, request);
                 if argv.is_empty() {
                     Err(DenyReason::Empty.into())
                 } else {
-                    Ok(argv)
+                    let (rule, source) = loaded.shown(allowing);
+                    Ok(Allowed {
+                        argv,
+                        rule,
+                        source: source.to_string(),
+                    })
                 }
             }),
     };
     (notes, decision)
+}
+
+/// The broker's answer for a runner that reports the decision itself.
+pub(crate) enum Verdict {
+    Allow {
+        argv: Vec<String>,
+        rule: String,
+        source: String,
+    },
+    Deny {
+        reason: String,
+    },
+    /// The boot-compiled rules cannot be used (said already): exit 78.
+    Unusable,
+}
+
+/// Decides like [`run`] and writes the same `[broker] ALLOW`/`DENY` line,
+/// but hands back the argv and the rule that allowed it instead of running it.
+pub(crate) fn judge(cfg: &BrokerConfig, request: &str) -> Verdict {
+    let refuse_with = |reason: DenyReason| {
+        let reason = reason.to_string();
+        let _ = deny_bytes(request.as_bytes(), reason.clone());
+        Verdict::Deny { reason }
+    };
+    let snap = match read_snapshot(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = refuse(&e);
+            return Verdict::Unusable;
+        }
+    };
+    let loaded = match load(cfg, &snap, Some(request)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = refuse(&e);
+            return Verdict::Unusable;
+        }
+    };
+    log_problems(&loaded);
+    let prefix = match prefix_words(&cfg.command_prefix) {
+        Ok(p) => p,
+        Err(e) => {
+            Tool::Broker.say(&e);
+            return refuse_with(DenyReason::BadPrefix);
+        }
+    };
+    let allowing = match decide(cfg, &loaded, request) {
+        Ok(a) => a,
+        Err(reason) => return refuse_with(reason),
+    };
+    let argv = argv::argv(&prefix, request);
+    if argv.is_empty() {
+        return refuse_with(DenyReason::Empty);
+    }
+    let allow = Event::BrokerAllow {
+        request: request.as_bytes(),
+    };
+    eprintln!("{}", audit::render(&allow));
+    let (rule, source) = loaded.shown(allowing);
+    Verdict::Allow {
+        argv,
+        rule,
+        source: source.to_string(),
+    }
 }
 
 /// Decides, logs the audit line and, when allowed, hands the argv to

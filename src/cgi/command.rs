@@ -84,54 +84,87 @@ impl Launcher {
     ) -> std::io::Result<mpsc::Receiver<Output>> {
         let pipe = std::io::pipe()?;
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let report = Report::start(job.entry.client);
         let out = Out {
             tx,
             shutdown,
             stall_timeout: self.stall_timeout,
         };
-        tokio::spawn(self.clone().session(job, pipe, out, report));
+        tokio::spawn(self.clone().session(job, pipe, out));
         Ok(rx)
     }
 
-    /// The wrapper's steps: lock, decide, start; then the output and the
-    /// end of the body.
-    async fn session(
-        self,
-        job: Job,
-        (reader, writer): (PipeReader, PipeWriter),
-        mut out: Out,
-        report: Report,
-    ) {
+    /// Tells the monitor a request was refused for its credentials (for
+    /// `bastion_http_auth_failures_total`). Never waits: a monitor that
+    /// cannot take it now misses one count.
+    pub(crate) fn report_auth_failure(&self) {
+        let Some(path) = &self.runtime.monitor_socket else {
+            return;
+        };
+        if let Ok(mut s) = crate::sys::unix_connect::connect_unix_nonblocking(path) {
+            use std::io::Write as _;
+            let _ = s.write_all(b"{\"op\":\"http_auth_failure\"}\n");
+        }
+    }
+
+    /// The wrapper's steps: the session's start (the monitor), lock,
+    /// decide, start; then the output, the session's end and the end of
+    /// the body.
+    async fn session(self, job: Job, (reader, writer): (PipeReader, PipeWriter), mut out: Out) {
         let Job {
             request,
             want_trailers,
             entry,
             permit,
         } = job;
+        let mut report = match self.open_report(&entry, request.as_deref()).await {
+            Ok(r) => r,
+            // A monitor is expected and cannot log the session: nothing
+            // runs, and the client reads what the wrapper would say.
+            Err(refused) => {
+                let mut said = Vec::new();
+                plan::say(&mut said, Tool::Wrapper, refused);
+                let ended = out.said(said, crate::exit::FAILURE).await;
+                out.finish(ended, want_trailers, entry, permit).await;
+                return;
+            }
+        };
         let ended = match self.take_lock(&mut out).await {
             Taken::Held(guard) => {
-                let env = SessionEnv::for_account(&self.account);
+                let env = report.env(SessionEnv::for_account(&self.account));
                 match plan::plan(&self.runtime, request.as_deref(), env) {
-                    Plan::Done { said, code } => {
+                    Plan::Done { said, code, denied } => {
                         drop(guard);
+                        if let Some(d) = denied {
+                            report.decided(false, d);
+                        }
                         out.said(said, code).await
                     }
-                    Plan::Run { cmd, said, speaker } => match out.send(said).await {
-                        Some(stop) => Ended::stopped(stop),
-                        None => {
-                            match spawn_off_thread(cmd, self.workdir.clone(), writer, guard).await {
+                    Plan::Run {
+                        cmd,
+                        said,
+                        speaker,
+                        allowed,
+                    } => {
+                        if let Some(d) = allowed {
+                            report.decided(true, d);
+                        }
+                        match out.send(said).await {
+                            Some(stop) => Ended::stopped(stop),
+                            None => match self.run_command(cmd, writer, guard).await {
                                 Ok((child, pgid)) => supervise(child, pgid, reader, &mut out).await,
                                 Err(e) => {
                                     let (said, code) = plan::start_failed(speaker, &e);
                                     out.said(said, code).await
                                 }
-                            }
+                            },
                         }
-                    },
+                    }
                 }
             }
-            Taken::Busy => out.said(format!("{BUSY_LINE}\n").into_bytes(), 0).await,
+            Taken::Busy => {
+                report.busy();
+                out.said(format!("{BUSY_LINE}\n").into_bytes(), 0).await
+            }
             Taken::Failed(e) => {
                 let mut said = Vec::new();
                 plan::say(&mut said, Tool::Wrapper, e);
@@ -139,11 +172,44 @@ impl Launcher {
             }
             Taken::Stopped(stop) => Ended::stopped(stop),
         };
-        report.end(match ended.stop {
-            Some(_) => report::End::Killed,
-            None => report::End::Code(ended.code),
-        });
+        let end = match (ended.signal, ended.stop) {
+            (Some(n), _) => report::End::Signal(n),
+            // Stopped with no status: nothing ran, or it cannot be known.
+            (None, Some(_)) if ended.code < 0 => report::End::Lost,
+            (None, _) => report::End::Code(ended.code),
+        };
+        // Logged before the body ends, as the wrapper reports before it
+        // exits.
+        let _ = tokio::task::spawn_blocking(move || report.end(end)).await;
         out.finish(ended, want_trailers, entry, permit).await;
+    }
+
+    /// [`Report::start`] off the listener's thread (it waits for the
+    /// monitor's answer).
+    async fn open_report(&self, entry: &Entry, request: Option<&[u8]>) -> Result<Report, String> {
+        let rt = Arc::clone(&self.runtime);
+        let who = entry
+            .who
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), |w| w.name().to_owned());
+        let client = entry.client;
+        let request = request.map(<[u8]>::to_vec);
+        tokio::task::spawn_blocking(move || Report::start(&rt, &who, client, request.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    }
+
+    /// The one place a decided command is started. Session containers
+    /// (the runtime's container settings) plug in here with their own
+    /// runner; until then every command is started directly, as the
+    /// listener's child.
+    async fn run_command(
+        &self,
+        cmd: session::Command,
+        writer: PipeWriter,
+        guard: LockGuard,
+    ) -> Result<(tokio::process::Child, u32), ExecError> {
+        spawn_off_thread(cmd, self.workdir.clone(), writer, guard).await
     }
 
     /// The lock as the wrapper takes it; `wait:SECONDS` tries again after
@@ -257,6 +323,8 @@ enum Taken {
 struct Ended {
     stop: Option<Stop>,
     code: i32,
+    /// The signal that ended the command, if one did.
+    signal: Option<i32>,
     /// Why the exit status is unknown.
     problem: Option<String>,
 }
@@ -266,6 +334,7 @@ impl Ended {
         Self {
             stop: None,
             code,
+            signal: None,
             problem: None,
         }
     }
@@ -274,6 +343,7 @@ impl Ended {
         Self {
             stop: Some(stop),
             code: -1,
+            signal: None,
             problem: None,
         }
     }
@@ -323,6 +393,7 @@ impl Out {
             stop,
             code,
             problem,
+            ..
         } = ended;
         let stall_timeout = self.stall_timeout;
         let (exit, note) = match (stop, problem) {
@@ -406,6 +477,7 @@ async fn supervise(
     Ended {
         stop,
         code: status.as_ref().map_or(-1, |s| exit_code(*s)),
+        signal: status.as_ref().ok().and_then(|s| s.signal()),
         problem: status.err().map(|e| format!("wait failed: {e}")),
     }
 }

@@ -20,10 +20,10 @@ use crate::config::{ConfigError, Runtime, RUNTIME_FILE};
 use crate::exit::{self, Failure, Tool};
 use crate::sys::privilege;
 use clap::Parser;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,37 +48,6 @@ pub(crate) fn credentials_from_env() -> Result<Option<Credentials>, Vec<ConfigEr
     credentials::credentials_from_env()
 }
 
-/// Starts `bastion-cgi` (the binary at `exe`) for the entrypoint: as root, it
-/// binds `port`, reads `creds` from a pipe, then drops to the session user.
-/// The child gets an empty environment and the credentials on its stdin
-/// only (never argv, env or a file); its stdout/stderr are inherited.
-pub(crate) fn spawn_listener(
-    exe: &Path,
-    runtime_file: &Path,
-    port: u16,
-    creds: Credentials,
-) -> std::io::Result<Child> {
-    let mut child = crate::session::SessionEnv::empty()
-        .command(exe)
-        .arg("--runtime")
-        .arg(runtime_file)
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--credentials-stdin")
-        .stdin(Stdio::piped())
-        .spawn()?;
-    let written = match child.stdin.take() {
-        Some(mut pipe) => pipe.write_all(&creds.to_wire()),
-        None => Err(std::io::Error::other("no pipe to the listener")),
-    };
-    if let Err(e) = written {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e);
-    }
-    Ok(child)
-}
-
 /// `bastion-cgi`: the HTTP listener.
 ///
 /// Started by bastion-entrypoint with --credentials-stdin. Standalone (for
@@ -97,6 +66,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
     listen: IpAddr,
+    /// Serve on this inherited listening socket instead of binding (the
+    /// monitor keeps the sockets; repeat for IPv4 and IPv6).
+    #[arg(long, value_name = "FD", conflicts_with_all = ["port", "listen"])]
+    listen_fd: Vec<i32>,
     /// Read the credentials from stdin (`basic` or `bearer`, a newline, the
     /// secret) instead of the environment.
     #[arg(long)]
@@ -162,11 +135,26 @@ fn run(args: Args) -> Result<(), Failure> {
                 )])
             })?
     };
-    let addr = SocketAddr::new(args.listen, args.port);
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| Failure::os(format!("cannot listen on {addr}: {e}")))?;
+    let listeners = if args.listen_fd.is_empty() {
+        let addr = SocketAddr::new(args.listen, args.port);
+        vec![std::net::TcpListener::bind(addr)
+            .map_err(|e| Failure::os(format!("cannot listen on {addr}: {e}")))?]
+    } else {
+        args.listen_fd
+            .iter()
+            .map(|&fd| {
+                crate::sys::socket::adopt_listener(fd)
+                    .map_err(|e| Failure::os(format!("--listen-fd {fd}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
     // With --port 0 the kernel picks the port; say which.
-    let addr = listener.local_addr().unwrap_or(addr);
+    let addr = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(" and ");
 
     // Root is needed for nothing past this point.
     let account = if privilege::is_root() {
@@ -208,20 +196,29 @@ fn run(args: Args) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::os(format!("cannot start the runtime: {e}")))?;
     rt.block_on(async move {
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| Failure::os(format!("cannot set up the listener: {e}")))?;
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| Failure::os(format!("cannot set up the listener: {e}")))?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let app = Arc::new(server::App::new(creds, launcher, limits, stopped.clone()));
-        let serving = tokio::spawn(server::serve(listener, app.clone(), stopped));
+        let mut serving = Vec::new();
+        for listener in listeners {
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| Failure::os(format!("cannot set up the listener: {e}")))?;
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| Failure::os(format!("cannot set up the listener: {e}")))?;
+            serving.push(tokio::spawn(server::serve(
+                listener,
+                app.clone(),
+                stopped.clone(),
+            )));
+        }
         let signal = wait_for_stop_signal().await;
         Tool::Cgi.say(format_args!(
             "{signal}: killing running commands and stopping"
         ));
         let _ = stop.send(true);
-        let _ = serving.await;
+        for s in serving {
+            let _ = s.await;
+        }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, app.commands_finished()).await;
         Ok(())
     })

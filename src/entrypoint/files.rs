@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// `mkdir -p` then make `dir` root-owned with `mode`, refusing a symlink.
-pub(super) fn ensure_root_dir(dir: &Path, mode: u32) -> io::Result<()> {
+pub(crate) fn ensure_root_dir(dir: &Path, mode: u32) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let m = fs::symlink_metadata(dir)?;
     if !m.is_dir() {

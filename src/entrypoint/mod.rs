@@ -5,6 +5,7 @@
 
 mod docker_group;
 mod files;
+pub(crate) use files::ensure_root_dir;
 mod hostkeys;
 mod settings;
 mod sshd_config;
@@ -148,6 +149,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         pty,
         agent_socket: with_agent.then(|| up.socket.clone()),
         rules_snapshot,
+        monitor_socket: (!prepare_only).then(|| crate::monitor::socket_path(&p.runtime_file)),
     };
     let json = serde_json::to_vec_pretty(&runtime)
         .map_err(|e| BootError::Failed(format!("cannot encode the runtime file: {e}")))?;
@@ -178,13 +180,24 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         upstreams::start(&s.upstreams, &up, &p.bin_dir.join("bastion-agent-proxy"))?;
     }
 
-    if let Some(creds) = s.credentials {
-        let cgi = p.bin_dir.join("bastion-cgi");
-        crate::cgi::spawn_listener(&cgi, &p.runtime_file, s.http_port, creds)
-            .map_err(|e| BootError::io(format!("start the HTTP listener {}", cgi.display()), e))?;
-        log(&format!("HTTP listener started on port {}", s.http_port));
-    } else {
-        log("HTTP is off (no HTTP_BASIC_AUTH or HTTP_TOKEN)");
+    // sshd's stderr is one end of a sequenced-packet pair (one record per
+    // log message); the monitor relays the other end escaped.
+    let (log_read, log_write) = crate::sys::socket::seqpacket_pair()
+        .map_err(|e| BootError::io("create the sshd log socket".into(), e))?;
+    let monitor = p.bin_dir.join("bastion-monitor");
+    let http_port = s.credentials.is_some().then_some(s.http_port);
+    spawn_monitor(
+        &monitor,
+        &p.runtime_file,
+        log_read,
+        &s,
+        s.credentials.as_ref(),
+    )?;
+    match http_port {
+        Some(port) => log(&format!(
+            "HTTP listener on port {port}, kept by the monitor"
+        )),
+        None => log("HTTP is off (no HTTP_BASIC_AUTH or HTTP_TOKEN)"),
     }
 
     // sshd gets a clean environment: the container's (HTTP secrets
@@ -193,8 +206,71 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         .command(&sshd)
         .args(["-D", "-e", "-f"])
         .arg(&p.sshd_config)
+        .stderr(std::process::Stdio::from(log_write))
         .exec();
     Err(BootError::io(format!("exec {}", sshd.display()), err))
+}
+
+/// Starts `bastion-monitor` (root, for the container's life) with the read
+/// end of sshd's log as descriptor 3 and the HTTP credentials on a pipe,
+/// and waits until its event socket answers.
+fn spawn_monitor(
+    exe: &Path,
+    runtime_file: &Path,
+    log_read: std::os::fd::OwnedFd,
+    s: &Settings,
+    creds: Option<&crate::cgi::Credentials>,
+) -> Result<(), BootError> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    let fail = |e| BootError::io(format!("start the monitor {}", exe.display()), e);
+    let log_read = crate::sys::fd::dup_high(&log_read).map_err(fail)?;
+    let mut cmd = SessionEnv::safe_path().command(exe);
+    cmd.arg("--runtime")
+        .arg(runtime_file)
+        .arg("--sshd-log-fd")
+        .arg("3")
+        .arg("--log-format")
+        .arg(s.log_format.name())
+        .stdin(std::process::Stdio::piped());
+    if creds.is_some() {
+        cmd.arg("--http-port").arg(s.http_port.to_string());
+    }
+    if let Some(m) = s.metrics_port {
+        cmd.arg("--metrics-port").arg(m.to_string());
+    }
+    crate::sys::fd::pass_fds(&mut cmd, vec![(log_read.as_raw_fd(), 3)]).map_err(fail)?;
+    let mut child = cmd.spawn().map_err(fail)?;
+    drop(log_read);
+    if let Some(mut pipe) = child.stdin.take() {
+        if let Some(c) = creds {
+            pipe.write_all(&c.to_wire()).map_err(fail)?;
+        }
+    }
+    let socket = crate::monitor::socket_path(runtime_file);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(BootError::Failed(format!(
+                "the monitor {} exited at start ({status}); see its message above",
+                exe.display()
+            )));
+        }
+        let answered = crate::monitor::protocol::Client::connect(&socket)
+            .and_then(|mut c| c.ask(&crate::monitor::protocol::Msg::Ping))
+            .is_ok();
+        if answered {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(BootError::Failed(format!(
+                "the monitor did not answer on {} within 15 s",
+                socket.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Broker mode: `ALLOWED_COMMANDS` (validated already) compiled once into a

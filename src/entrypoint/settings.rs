@@ -72,6 +72,10 @@ pub(super) struct Settings {
     pub(super) credentials: Option<Credentials>,
     /// `UPSTREAMS`, every key and pin checked (SPEC 13).
     pub(super) upstreams: Vec<crate::upstream::Checked>,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub(super) log_format: crate::monitor::Format,
+    /// `METRICS_PORT`: unset, no metrics.
+    pub(super) metrics_port: Option<u16>,
     /// Problems worth a line in the log that do not stop the boot.
     pub(super) warnings: Vec<String>,
 }
@@ -94,6 +98,29 @@ mod var {
     pub(super) const AUTHORIZED_KEYS_DIR: &str = "AUTHORIZED_KEYS_DIR";
     pub(super) const AUTHORIZED_KEYS_HOST: &str = "AUTHORIZED_KEYS_HOST";
     pub(super) const AUTHORIZED_KEYS_REPO: &str = "AUTHORIZED_KEYS_REPO";
+    pub(super) const LOG_FORMAT: &str = "LOG_FORMAT";
+    pub(super) const METRICS_PORT: &str = "METRICS_PORT";
+}
+
+/// `LOG_FORMAT` (text or json) and `METRICS_PORT` (unset: no metrics).
+fn read_audit(env: &mut Env<'_>) -> (crate::monitor::Format, Option<u16>) {
+    let format = match env.get(var::LOG_FORMAT) {
+        None => crate::monitor::Format::Text,
+        Some(v) => crate::monitor::Format::parse(v.trim()).unwrap_or_else(|| {
+            env.errors.push(ConfigError::new(
+                var::LOG_FORMAT,
+                Some(&v),
+                "is not a log format",
+                "use text (the default) or json",
+            ));
+            crate::monitor::Format::Text
+        }),
+    };
+    let metrics = env
+        .get(var::METRICS_PORT)
+        .map(|_| env.port(var::METRICS_PORT, 0))
+        .filter(|&p| p != 0);
+    (format, metrics)
 }
 
 /// Reads variables through a lookup (the process environment at boot, a
@@ -402,11 +429,24 @@ impl Settings {
         }
 
         let upstreams = upstreams_from_env(&mut env, &paths);
+        let (log_format, metrics_port) = read_audit(&mut env);
+        if let Some(m) = metrics_port {
+            if m == net.ssh_port || (credentials.is_some() && m == net.http_port) {
+                env.errors.push(ConfigError::new(
+                    var::METRICS_PORT,
+                    Some(&m.to_string()),
+                    "is the same as SSH_PORT or HTTP_PORT",
+                    "give the metrics their own port",
+                ));
+            }
+        }
 
         if !env.errors.is_empty() {
             return Err(env.errors);
         }
         Ok(Settings {
+            log_format,
+            metrics_port,
             paths,
             mode: mode.mode,
             allowed_commands: mode.allowed_commands,

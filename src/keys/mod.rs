@@ -81,7 +81,14 @@ fn run() -> Result<ExitCode, Failure> {
         .ok_or_else(|| Failure::os("the key index cannot answer"))?;
     let mut err = std::io::stderr().lock();
     for text in &answer.log {
-        let _ = writeln!(err, "{}", audit::render(&Event::KeyNote { text }));
+        // One write per line: sshd's stderr keeps write boundaries, and the
+        // monitor reads only whole records (see `monitor::relay`).
+        let line = format!(
+            "{}
+",
+            audit::render(&Event::KeyNote { text })
+        );
+        let _ = err.write_all(line.as_bytes());
     }
     let mut out = std::io::stdout().lock();
     if out

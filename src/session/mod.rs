@@ -6,21 +6,22 @@
 //! Runners:
 //! * [`ExecRunner`] replaces the process (`/bin/sh -c FORCE_COMMAND`, or
 //!   the broker's allowed argv).
+//! * [`ParentRunner`] spawns the command instead, stays its parent,
+//!   forwards signals, waits, ends the command's group when the client is
+//!   gone, and reports the status (the wrapper's runner). The lock
+//!   descriptor is inherited by the child, so the tree holds the lock.
 //! * The HTTP listener starts the command itself, as the wrapper would
 //!   have (`wrapper::plan`: the same decision and lines; [`report`]: the
-//!   session's start and end).
-//! * A parent runner (not here yet) spawns the command instead, stays its
-//!   parent, forwards signals, waits and cleans up after it (a session
-//!   container must be removed). It implements [`Runner`] too and must keep
-//!   the lock's guarantee: the lock descriptor is inherited by the child
-//!   and the guard is dropped only after the child tree is gone.
+//!   session's start, decision and end, to the monitor).
 
 mod env;
 mod exec;
+mod parent;
 pub(crate) mod report;
 
 pub(crate) use env::SessionEnv;
 pub(crate) use exec::{ExecError, ExecRunner};
+pub(crate) use parent::{ParentRunner, Status};
 
 use crate::lock::LockGuard;
 use std::ffi::OsString;

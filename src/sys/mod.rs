@@ -1,6 +1,7 @@
 //! The only place with `unsafe` or raw syscalls. Each `unsafe` block carries
 //! a `// SAFETY:` comment.
 
+pub(crate) mod child;
 pub(crate) mod fd;
 pub(crate) mod inotify;
 pub(crate) mod peer;

@@ -1,15 +1,21 @@
-//! `bastion-wrapper` (SPEC 5), sshd's ForceCommand and the HTTP runner:
-//! takes the per-container lock, then execs FORCE_COMMAND through `/bin/sh -c`
-//! or hands the request to the broker. It never gives the client's request
-//! to a shell, and never lets it reach the forced command's environment.
+//! `bastion-wrapper` (SPEC 5, 11), sshd's ForceCommand (the HTTP listener
+//! does the same in-process, through [`plan`] and `session::report`): asks the monitor who the session is, takes the per-container
+//! lock, then runs FORCE_COMMAND through `/bin/sh -c` or the broker's
+//! allowed argv as its child (`session::ParentRunner`), reports the
+//! decision and the end to the monitor, and exits with the command's
+//! status. It never gives the client's request to a shell, and never lets
+//! it reach the forced command's environment.
 
 pub(crate) mod plan;
 
 use crate::config::{Mode, Runtime, RUNTIME_FILE};
 use crate::exit::{self, Failure, Tool};
 use crate::lock::{self, Acquired, LockGuard};
-use crate::session::{self, ExecRunner, Runner, SessionEnv};
+use crate::monitor::protocol::Msg;
+use crate::session::report::{self, Session};
+use crate::session::{self, ParentRunner, Runner, SessionEnv, Status};
 use clap::Parser;
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -39,6 +45,9 @@ pub fn main() -> ExitCode {
 fn run() -> Result<ExitCode, Failure> {
     crate::sys::fd::cloexec_inherited().map_err(Failure::descriptors)?;
     let args = exit::parse_args::<Args>()?;
+    // Another process of the session user must not trace it or read its
+    // memory: it holds the session's monitor connection.
+    crate::sys::privilege::set_non_dumpable().map_err(Failure::os)?;
     let rt = Runtime::load(&args.runtime)?;
     // The upstream agent (SPEC 13): only the bastion's own socket, never
     // one a client could have named.
@@ -46,44 +55,129 @@ fn run() -> Result<ExitCode, Failure> {
         Some(sock) => std::env::set_var("SSH_AUTH_SOCK", sock),
         None => std::env::remove_var("SSH_AUTH_SOCK"),
     }
+    let request = std::env::var_os("SSH_ORIGINAL_COMMAND");
+    let mut session = open_session(&rt, request.as_ref()).map_err(Failure::os)?;
     let guard = match lock::acquire(&rt.lock_file, rt.command_lock) {
         Ok(Acquired::Held(guard)) => guard,
         Ok(Acquired::Busy) => {
+            session.report(&Msg::Busy);
             println!("{BUSY_LINE}");
+            session.end("0".into());
             return Ok(exit::code(exit::OK));
         }
-        Err(e) => return Err(Failure::os(e)),
+        Err(e) => {
+            session.end(exit::FAILURE.to_string());
+            return Err(Failure::os(e));
+        }
     };
-    let request = std::env::var_os("SSH_ORIGINAL_COMMAND");
-    Ok(match &rt.mode {
-        Mode::Force { command } => run_forced(command, guard),
-        Mode::Broker => run_broker(&rt, request, guard),
-    })
+    let session = RefCell::new(session);
+    let code = match &rt.mode {
+        Mode::Force { command } => {
+            let cmd = session::Command::shell(command, session_env(&session.borrow()));
+            start(&session, cmd, guard, Tool::Wrapper)
+        }
+        Mode::Broker => run_broker(&rt, request, guard, &session),
+    };
+    Ok(code)
 }
 
-/// `exec /bin/sh -c "$FORCE_COMMAND"` with an explicit environment. Only
-/// returns if the exec failed.
-fn run_forced(command: &str, guard: LockGuard) -> ExitCode {
-    let cmd = session::Command::shell(command, SessionEnv::from_process());
-    match ExecRunner.run(cmd, Some(guard)) {
+/// Asks the monitor for the session id and identity
+/// ([`Session::open`]: fail closed when one is expected).
+fn open_session(rt: &Runtime, request: Option<&OsString>) -> Result<Session, String> {
+    let tty = crate::sys::child::owns_foreground(0) || std::env::var_os("SSH_TTY").is_some();
+    let env = |name: &str| std::env::var(name).ok();
+    let start = Msg::Start {
+        mode: report::mode_name(&rt.mode).into(),
+        tty,
+        request: match rt.mode {
+            Mode::Broker => Some(
+                request
+                    .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+                    .unwrap_or_default(),
+            ),
+            Mode::Force { .. } => None,
+        },
+        ssh_connection: env("SSH_CONNECTION"),
+        http_who: None,
+        http_client: None,
+    };
+    Session::open(rt.monitor_socket.as_deref(), &start)
+}
+
+/// The command's environment: SPEC 4's list plus who the session is.
+fn session_env(session: &Session) -> SessionEnv {
+    session.tag(SessionEnv::from_process())
+}
+
+/// Runs `cmd` under the parent runner, in a process group of its own, and
+/// reports its end.
+fn start(
+    session: &RefCell<Session>,
+    cmd: session::Command,
+    guard: LockGuard,
+    tool: Tool,
+) -> ExitCode {
+    let runner = ParentRunner {
+        own_group: true,
+        ended: |s: Status| session.borrow_mut().end(s.audit()),
+    };
+    match runner.run(cmd, Some(guard)) {
         Ok(code) => code,
         Err(e) => {
-            Tool::Wrapper.say(&e);
+            tool.say(&e);
+            session.borrow_mut().end(e.exit_code().to_string());
             exit::code(e.exit_code())
         }
     }
 }
 
-/// Hands the request to the broker, which execs on allow (the lock
-/// descriptor goes with it) and returns 126/127 otherwise.
-fn run_broker(rt: &Runtime, request: Option<OsString>, guard: LockGuard) -> ExitCode {
+/// The broker's decision, reported; on allow, the argv run without a shell.
+fn run_broker(
+    rt: &Runtime,
+    request: Option<OsString>,
+    guard: LockGuard,
+    session: &RefCell<Session>,
+) -> ExitCode {
+    let deny = |request: &[u8], reason: String| {
+        let mut s = session.borrow_mut();
+        s.report(&Msg::Decision {
+            allow: false,
+            request: String::from_utf8_lossy(request).into_owned(),
+            rule: None,
+            source: None,
+            reason: Some(reason),
+        });
+        s.end(exit::DENIED.to_string());
+    };
     let request = match request.map(OsString::into_string) {
         None => String::new(),
         Some(Ok(s)) => s,
         Some(Err(raw)) => {
-            return crate::broker::deny_bytes(raw.as_bytes(), crate::broker::NOT_UTF8.into())
+            let code = crate::broker::deny_bytes(raw.as_bytes(), crate::broker::NOT_UTF8.into());
+            deny(raw.as_bytes(), crate::broker::NOT_UTF8.into());
+            return code;
         }
     };
     let cfg = crate::broker::BrokerConfig::from_runtime(rt);
-    crate::broker::run(&cfg, &request, ExecRunner, Some(guard))
+    match crate::broker::judge(&cfg, &request) {
+        crate::broker::Verdict::Deny { reason } => {
+            deny(request.as_bytes(), reason);
+            exit::code(exit::DENIED)
+        }
+        crate::broker::Verdict::Unusable => {
+            session.borrow_mut().end(exit::CONFIG.to_string());
+            exit::code(exit::CONFIG)
+        }
+        crate::broker::Verdict::Allow { argv, rule, source } => {
+            session.borrow_mut().report(&Msg::Decision {
+                allow: true,
+                request,
+                rule: Some(rule),
+                source: Some(source),
+                reason: None,
+            });
+            let cmd = session::Command::argv(argv, session_env(&session.borrow()));
+            start(session, cmd, guard, Tool::Broker)
+        }
+    }
 }

@@ -26,9 +26,26 @@ pub(crate) enum Plan {
         cmd: Command,
         said: Vec<u8>,
         speaker: Tool,
+        /// The broker's allow, for the audit trail (none in force mode).
+        allowed: Option<Decided>,
     },
     /// Nothing starts: the wrapper writes `said` and exits with `code`.
-    Done { said: Vec<u8>, code: u8 },
+    Done {
+        said: Vec<u8>,
+        code: u8,
+        /// The broker's deny, for the audit trail (none when nothing was
+        /// decided).
+        denied: Option<Decided>,
+    },
+}
+
+/// A broker decision as the monitor is told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decided {
+    pub(crate) request: String,
+    /// The allowing rule and its source; the reason of a deny.
+    pub(crate) rule: Option<(String, String)>,
+    pub(crate) reason: Option<String>,
 }
 
 /// The wrapper's decision for `request` (its `SSH_ORIGINAL_COMMAND`), the
@@ -41,31 +58,38 @@ pub(crate) fn plan(rt: &Runtime, request: Option<&[u8]>, env: SessionEnv) -> Pla
             cmd: Command::shell(command, env),
             said: Vec::new(),
             speaker: Tool::Wrapper,
+            allowed: None,
         },
         Mode::Broker => broker(rt, request.unwrap_or_default(), env),
     }
 }
 
 fn broker(rt: &Runtime, raw: &[u8], env: SessionEnv) -> Plan {
+    let shown = String::from_utf8_lossy(raw).into_owned();
     let deny = |said: Vec<u8>, reason: String| {
         let mut said = said;
         line(
             &mut said,
             &audit::render(&Event::BrokerDeny {
                 request: raw,
-                reason: Some(reason),
+                reason: Some(reason.clone()),
             }),
         );
         Plan::Done {
             said,
             code: crate::exit::DENIED,
+            denied: Some(Decided {
+                request: shown.clone(),
+                rule: None,
+                reason: Some(reason),
+            }),
         }
     };
     let Ok(request) = std::str::from_utf8(raw) else {
         return deny(Vec::new(), crate::broker::NOT_UTF8.into());
     };
     let cfg = crate::broker::BrokerConfig::from_runtime(rt);
-    let (notes, decision) = crate::broker::allowed_argv_noted(&cfg, request);
+    let (notes, decision) = crate::broker::allowed_noted(&cfg, request);
     let mut said = Vec::new();
     for note in notes {
         say(&mut said, Tool::Broker, note);
@@ -78,9 +102,10 @@ fn broker(rt: &Runtime, raw: &[u8], env: SessionEnv) -> Plan {
             Plan::Done {
                 said,
                 code: crate::exit::CONFIG,
+                denied: None,
             }
         }
-        Ok(argv) => {
+        Ok(crate::broker::Allowed { argv, rule, source }) => {
             line(
                 &mut said,
                 &audit::render(&Event::BrokerAllow { request: raw }),
@@ -89,6 +114,11 @@ fn broker(rt: &Runtime, raw: &[u8], env: SessionEnv) -> Plan {
                 cmd: Command::argv(argv, env),
                 said,
                 speaker: Tool::Broker,
+                allowed: Some(Decided {
+                    request: request.to_owned(),
+                    rule: Some((rule, source)),
+                    reason: None,
+                }),
             }
         }
     }
@@ -237,7 +267,10 @@ mod tests {
             "",
         );
         let p = plan(&rt, Some(b"rm -rf /"), SessionEnv::safe_path());
-        let Plan::Run { cmd, said, speaker } = p else {
+        let Plan::Run {
+            cmd, said, speaker, ..
+        } = p
+        else {
             panic!("not run")
         };
         assert_eq!(cmd.argv, ["/bin/sh", "-c", "echo hi"]);

@@ -6,6 +6,7 @@
 
 mod docker;
 
+mod audit;
 mod broker;
 mod crypto;
 mod force_command;

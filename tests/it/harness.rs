@@ -20,6 +20,7 @@ pub fn bin(name: &str) -> PathBuf {
         "bastion-cgi" => env!("CARGO_BIN_EXE_bastion-cgi"),
         "bastion-entrypoint" => env!("CARGO_BIN_EXE_bastion-entrypoint"),
         "bastion-agent-proxy" => env!("CARGO_BIN_EXE_bastion-agent-proxy"),
+        "bastion-monitor" => env!("CARGO_BIN_EXE_bastion-monitor"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)
@@ -33,8 +34,9 @@ pub fn bin(name: &str) -> PathBuf {
 /// root-owned directory under `/var/lib`, once per build.
 pub fn sshd_safe_bin(name: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
-    const ALL: [&str; 6] = [
+    const ALL: [&str; 7] = [
         "bastion-entrypoint",
+        "bastion-monitor",
         "bastion-wrapper",
         "bastion-broker",
         "bastion-cgi",

@@ -371,6 +371,7 @@ fn drift_in_any_fact_is_reported() {
             " bin/bastion-agent-proxy /usr/local/bin/",
             " /usr/local/bin/",
         ),
+        (" bin/bastion-monitor /usr/local/bin/", " /usr/local/bin/"),
         ("chmod 0755 /usr/local/bin", "chmod 0775 /usr/local/bin"),
         ("chmod go-w / /etc /usr", "chmod go-w /etc /usr"),
         ("COPY rootfs/ /", "COPY rootfs/ /srv/"),

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod audit;
 mod broker;
 mod e2e;
 mod http;

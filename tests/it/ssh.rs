@@ -3,7 +3,7 @@
 //! `ssh` client logs in through `sshd -i` (or a real listening sshd) with
 //! the real `bastion-keys`, `bastion-wrapper` and `bastion-broker`.
 
-mod fixture;
+pub(crate) mod fixture;
 
 mod boot;
 mod broker;

@@ -66,6 +66,8 @@ fn the_command_gets_an_explicit_environment() {
                 "SSH_CONNECTION",
                 "SSH_TTY",
                 "SSH_USER_AUTH",
+                "BASTION_IDENTITY",
+                "BASTION_SESSION_ID",
                 "SHLVL",
                 "_"
             ]
