@@ -508,3 +508,68 @@ fi"#,
     // Credentials never reach the log.
     assert!(!r.log().contains("s3cret-pw"), "{}", r.log());
 }
+
+#[test]
+fn no_monitor_to_log_the_session_means_nothing_runs_over_http_and_ssh() {
+    let http_port = harness::free_port();
+    let b = Bastion::new("audit-closed");
+    let marker = b.writable_dir().join("ran");
+    let r = boot(
+        b.force(&format!("touch {}; echo ran", marker.display()))
+            .env("HTTP_BASIC_AUTH", "deployer:s3cret-pw")
+            .env("HTTP_PORT", &http_port.to_string()),
+    );
+    harness::wait_port(http_port, Duration::from_secs(10));
+    let url = format!("http://127.0.0.1:{http_port}/cgi-bin/run");
+    let curl = || {
+        harness::output(Command::new("curl").args([
+            "-sS",
+            "--raw",
+            "-H",
+            "TE: trailers",
+            "-u",
+            "deployer:s3cret-pw",
+            &url,
+        ]))
+    };
+    let first = stdout(&curl());
+    assert!(
+        first.lines().any(|l| l.trim_end() == "ran") && first.contains("x-bastion-exit-code: 0"),
+        "{first}"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    // The monitor's socket goes away: the runtime file still expects it.
+    let sock = walk(&r.b.root.join("."))
+        .into_iter()
+        .find(|p| p.ends_with("events.sock"))
+        .unwrap_or_else(|| panic!("no event socket under the root"));
+    std::fs::remove_file(&sock).unwrap();
+
+    let http = stdout(&curl());
+    assert!(
+        http.contains("cannot log this session") && http.contains("nothing was run"),
+        "{http}"
+    );
+    assert!(http.contains("x-bastion-exit-code: 1"), "{http}");
+    let ssh = harness::output(r.ssh("alice").arg("x"));
+    assert_eq!(ssh.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&ssh.stderr).contains("nothing was run"),
+        "{ssh:?}"
+    );
+    assert!(!marker.exists(), "a command ran without its audit trail");
+}
+
+/// Every file under `dir` (unreadable directories skipped).
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
