@@ -5,22 +5,26 @@
 #
 #   1. What one request costs without HTTP: CPU time (user+sys) of the
 #      process chain a request runs, 300 times in a loop: the floor (bare
-#      exec of /bin/echo), bastion-wrapper -> broker -> echo, and the
-#      baseline's CGI script -> wrapper.sh -> broker.sh -> echo.
+#      exec of /bin/echo), the SSH path's bastion-wrapper -> echo (the
+#      listener runs no wrapper: it starts echo itself), and the baseline's
+#      CGI script -> wrapper.sh -> broker.sh -> echo.
 #   2. Requests/s and p99 latency with `wrk` at 16 connections on a broker
 #      request that runs `echo hello` (lock off, as the baseline runs):
-#      bastion-cgi (release build, started as root so it drops to `agent`,
-#      real bastion-wrapper + broker) and the baseline, interleaved over two
-#      rounds so a change in machine load hits both; and the HTTP floor, the
-#      same listener's /healthz (auth path and HTTP stack, no process).
-#      RSS of bastion-cgi sampled under that load (and VmHWM, its peak).
+#      bastion-cgi (release build, started as root so it drops to `agent`;
+#      lock and broker decision in-process, one spawn of echo), the
+#      baseline, and the spawn floor (bench/spawn-floor.c, built here: 16
+#      threads, then 16 processes, doing posix_spawn + wait of the same
+#      /usr/bin/echo hello, no HTTP; the faster counts), interleaved over two rounds so a change in machine load hits
+#      all three; and the HTTP floor, the same listener's /healthz (auth
+#      path and HTTP stack, no process). RSS of bastion-cgi sampled under
+#      that load (and VmHWM, its peak).
 #   3. Streaming 1 GiB: a force command `head -c 1G /dev/zero` fetched with
 #      curl, vs the floor `head -c 1G /dev/zero | cat | wc -c` (the same
 #      bytes through one more process and pipe, no network).
 #
-# Needs root, the user `agent`, wrk, curl, busybox. Bounded: five wrk runs
-# of DURATION seconds, 900 short process chains and four 1 GiB transfers,
-# about a minute and a half by default.
+# Needs root, the user `agent`, wrk, curl, busybox, cc. Bounded: five wrk
+# runs and four spawn-floor runs of DURATION seconds, 900 short process
+# chains and four 1 GiB transfers, about two minutes by default.
 # Usage: bench/http.sh [DURATION]     (seconds per wrk run, default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +42,9 @@ BIN=$PWD/target/release
 
 WORK=$(mktemp -d /tmp/bastion-bench-http.XXXXXX)
 chmod 755 "$WORK"
+cc -O2 -pthread -o "$WORK/spawn-floor" bench/spawn-floor.c
+# The program the broker runs for "echo hello", found as it finds it.
+ECHO=$(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin type -P echo)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -157,7 +164,13 @@ for round in 1 2; do
   done
   wait "$WRK"
   wrk_run baseline$round "http://127.0.0.1:$P_BASE/cgi-bin/run" 'Non-2xx\|connect [1-9]\|timeout [1-9]'
+  # The faster of 16 spawning threads and 16 spawning processes.
+  t=$("$WORK/spawn-floor" "$DURATION" $CONNS "$ECHO" hello)
+  p=$("$WORK/spawn-floor" "$DURATION" -$CONNS "$ECHO" hello)
+  echo "$t $p" | awk '{ print ($1 > $2 ? $1 : $2) }' > "$WORK/spawn$round"
+  echo "spawn floor round $round: threads $t/s, processes $p/s" >&2
 done
+SPAWN=$(echo "($(cat "$WORK/spawn1") + $(cat "$WORK/spawn2")) / 2" | bc -l)
 RSS_HWM=$(rss_kib "$CGI_PID" VmHWM)
 # Mean over the rounds; the worse p99.
 mean_rps() { echo "($(rps "${1}1") + $(rps "${1}2")) / 2" | bc -l; }
@@ -190,19 +203,21 @@ awk -v c="$(mean_rps cgi)" -v b="$(mean_rps baseline)" -v f="$(rps floor)" \
     -v cn="$(sum_count cgi)" -v bn="$(sum_count baseline)" -v fn="$(count floor)" \
     -v xf="$CPU_FLOOR" -v xc="$CPU_CGI" -v xb="$CPU_BASE" -v n=$N \
     -v ri="$RSS_IDLE" -v rm="$RSS_MAX" -v rh="$RSS_HWM" \
-    -v s_cgi="$S_CGI" -v s_floor="$S_FLOOR" \
+    -v s_cgi="$S_CGI" -v s_floor="$S_FLOOR" -v sp="$SPAWN" -v echo="$ECHO" \
     -v conns=$CONNS -v dur="$DURATION" 'BEGIN {
   printf "CPU per request without HTTP (user+sys, %d runs)\n", n
   printf "  floor: exec /bin/echo            %6.2f ms\n", xf
-  printf "  bastion-wrapper -> broker -> echo %6.2f ms\n", xc
+  printf "  SSH path: bastion-wrapper -> echo %6.2f ms\n", xc
   printf "  baseline CGI -> wrapper.sh -> broker.sh -> echo %6.2f ms\n", xb
-  printf "  ratio baseline / bastion: %.1fx\n", xb / xc
+  printf "  ratio baseline / wrapper: %.1fx\n", xb / xc
   printf "HTTP, wrk -c%d, 2 interleaved rounds of %ds each, broker request \"echo hello\", lock off\n", conns, dur
   printf "  %-34s %10s %10s %10s\n", "", "req/s", "p99", "requests"
   printf "  %-34s %10.0f %10s %10d\n", "bastion-cgi /cgi-bin/run", c, cp, cn
   printf "  %-34s %10.0f %10s %10d\n", "baseline busybox httpd + CGI", b, bp, bn
   printf "  %-34s %10.0f %10s %10d\n", "HTTP floor: bastion-cgi /healthz", f, fp, fn
-  printf "  ratio bastion-cgi / baseline: %.1fx req/s\n", c / b
+  printf "  %-34s %10.0f\n", "spawn floor: posix_spawn+wait " echo, sp
+  printf "  ratio bastion-cgi / baseline: %.1fx req/s (target >= 10x)\n", c / b
+  printf "  ratio bastion-cgi / spawn floor: %.0f%% (target >= 70%%)\n", 100 * c / sp
   printf "  bastion-cgi RSS: idle %.1f MiB, under load max %.1f MiB (VmHWM %.1f MiB)\n", ri/1024, rm/1024, rh/1024
   printf "Streaming 1 GiB (best of 2 rounds)\n"
   printf "  bastion-cgi + curl:     %6.2f s  %6.2f GiB/s\n", s_cgi, 1/s_cgi

@@ -79,6 +79,62 @@ pub(crate) fn acquire(path: &Path, policy: LockPolicy) -> Result<Acquired, LockE
     Ok(Acquired::Held(LockGuard { _file: Some(file) }))
 }
 
+/// The lock file opened for a caller that waits in its own way (the HTTP
+/// listener polls, so a waiting request never blocks the others). Unlike
+/// [`acquire`], the descriptor stays close-on-exec until
+/// [`LockGuard::inherit`]: in a process that starts many commands, only the
+/// one meant to hold the lock may inherit it.
+#[derive(Debug)]
+pub(crate) struct LockFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockFile {
+    /// Opens `path` read-only, as [`acquire`] does.
+    pub(crate) fn open(path: &Path) -> Result<Self, LockError> {
+        let file = File::open(path).map_err(|source| LockError {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    /// One non-blocking try: the guard, or the file back when another run
+    /// holds the lock.
+    pub(crate) fn try_take(self) -> Result<Result<LockGuard, LockFile>, LockError> {
+        match self.file.try_lock() {
+            Ok(()) => Ok(Ok(LockGuard {
+                _file: Some(self.file),
+            })),
+            Err(TryLockError::WouldBlock) => Ok(Err(self)),
+            Err(TryLockError::Error(source)) => Err(LockError {
+                path: self.path,
+                source,
+            }),
+        }
+    }
+}
+
+impl LockGuard {
+    /// The guard of `COMMAND_LOCK=none`: no file at all.
+    pub(crate) fn unlocked() -> Self {
+        Self { _file: None }
+    }
+
+    /// Makes the descriptor inheritable, right before the command that
+    /// must hold the lock is started (and the guard dropped right after).
+    pub(crate) fn inherit(&self) -> io::Result<()> {
+        match &self._file {
+            Some(f) => crate::sys::fd::set_inheritable(f),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Tries once, then (for a non-zero timeout) blocks in `flock` on a helper
 /// thread so the kernel wakes us the moment the lock is free, instead of
 /// polling. On timeout the blocked thread is simply left behind: the
@@ -174,6 +230,26 @@ mod tests {
             Acquired::Busy
         ));
         assert!(t.elapsed() >= Duration::from_millis(900));
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn lock_file_is_close_on_exec_until_inherited() {
+        let p = lock_file("polled");
+        let held = acquire(&p, LockPolicy::Exclusive).unwrap();
+        let busy = LockFile::open(&p).unwrap().try_take().unwrap();
+        let again = busy.expect_err("taken while held");
+        drop(held);
+        let g = again.try_take().unwrap().expect("free after release");
+        let f = g._file.as_ref().unwrap();
+        assert!(crate::sys::fd::is_close_on_exec(f).unwrap());
+        g.inherit().unwrap();
+        assert!(!crate::sys::fd::is_close_on_exec(f).unwrap());
+        assert!(matches!(
+            acquire(&p, LockPolicy::Exclusive).unwrap(),
+            Acquired::Busy
+        ));
+        drop(g);
         std::fs::remove_file(p).unwrap();
     }
 

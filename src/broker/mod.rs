@@ -120,16 +120,22 @@ fn refuse(e: &snapshot::SnapshotError) -> ExitCode {
     exit::code(exit::CONFIG)
 }
 
-/// Logs every unusable rule and an unreadable list file (they are skipped;
-/// the other rules still apply).
-fn log_problems(loaded: &Loaded) {
-    if let Some(e) = &loaded.list_error {
-        Tool::Broker.say(e);
-    }
+/// Every unusable rule and an unreadable list file (they are skipped; the
+/// other rules still apply), one message each, without the prefix.
+fn problems(loaded: &Loaded) -> Vec<String> {
+    let mut notes: Vec<String> = loaded.list_error.iter().map(ToString::to_string).collect();
     for rule in &loaded.rules {
         if let Err(error) = &rule.translated {
-            Tool::Broker.say(format_args!("skipped: {}", RuleError { rule, error }));
+            notes.push(format!("skipped: {}", RuleError { rule, error }));
         }
+    }
+    notes
+}
+
+/// Logs [`problems`].
+fn log_problems(loaded: &Loaded) {
+    for note in problems(loaded) {
+        Tool::Broker.say(note);
     }
 }
 
@@ -189,20 +195,70 @@ impl From<DenyReason> for Refusal {
 /// Decides on `request`: the argv to run when a rule allows it. Unusable
 /// rules and a bad prefix are logged here; the decision itself is not.
 pub(crate) fn allowed_argv(cfg: &BrokerConfig, request: &str) -> Result<Vec<String>, Refusal> {
-    let snap = read_snapshot(cfg).map_err(Refusal::Snapshot)?;
-    let loaded = load(cfg, &snap, Some(request)).map_err(Refusal::Snapshot)?;
-    log_problems(&loaded);
-    let prefix = prefix_words(&cfg.command_prefix).map_err(|e| {
-        // Validated at boot; only a hand-set environment gets here.
-        Tool::Broker.say(&e);
-        DenyReason::BadPrefix
-    })?;
-    decide(cfg, &loaded, request)?;
-    let argv = argv::argv(&prefix, request);
-    if argv.is_empty() {
-        return Err(DenyReason::Empty.into());
+    let (notes, decision) = allowed_argv_noted(cfg, request);
+    for note in notes {
+        Tool::Broker.say(note);
     }
-    Ok(argv)
+    decision
+}
+
+/// [`allowed_argv`] writing nothing: the messages it would log (without
+/// the prefix), and the decision. For a caller whose stderr is not the
+/// session's (the HTTP listener puts them in the response body).
+pub(crate) fn allowed_argv_noted(
+    cfg: &BrokerConfig,
+    request: &str,
+) -> (Vec<String>, Result<Vec<String>, Refusal>) {
+    let (notes, decision) = allowed_noted(cfg, request);
+    (notes, decision.map(|a| a.argv))
+}
+
+/// An allowed request: the argv, and the rule that allowed it and where
+/// that rule came from (for the audit trail).
+#[derive(Debug, Clone)]
+pub(crate) struct Allowed {
+    pub(crate) argv: Vec<String>,
+    pub(crate) rule: String,
+    pub(crate) source: String,
+}
+
+/// [`allowed_argv_noted`] with the rule that allowed the request.
+pub(crate) fn allowed_noted(
+    cfg: &BrokerConfig,
+    request: &str,
+) -> (Vec<String>, Result<Allowed, Refusal>) {
+    let snap = match read_snapshot(cfg) {
+        Ok(s) => s,
+        Err(e) => return (Vec::new(), Err(Refusal::Snapshot(e))),
+    };
+    let loaded = match load(cfg, &snap, Some(request)) {
+        Ok(l) => l,
+        Err(e) => return (Vec::new(), Err(Refusal::Snapshot(e))),
+    };
+    let mut notes = problems(&loaded);
+    let decision = match prefix_words(&cfg.command_prefix) {
+        // Validated at boot; only a hand-set environment gets here.
+        Err(e) => {
+            notes.push(e.to_string());
+            Err(DenyReason::BadPrefix.into())
+        }
+        Ok(prefix) => decide(cfg, &loaded, request)
+            .map_err(Refusal::from)
+            .and_then(|allowing| {
+                let argv = argv::argv(&prefix, request);
+                if argv.is_empty() {
+                    Err(DenyReason::Empty.into())
+                } else {
+                    let (rule, source) = loaded.shown(allowing);
+                    Ok(Allowed {
+                        argv,
+                        rule,
+                        source: source.to_string(),
+                    })
+                }
+            }),
+    };
+    (notes, decision)
 }
 
 /// The broker's answer for a runner that reports the decision itself.

@@ -1,5 +1,6 @@
-//! The HTTP listener (SPEC 7): authenticates, runs the wrapper for
-//! `/cgi-bin/run`, streams its output. It runs as the session user and its
+//! The HTTP listener (SPEC 7): authenticates, runs `/cgi-bin/run` as the
+//! wrapper would (in-process: only the command is started), streams its
+//! output. It runs as the session user and its
 //! credentials never reach a file, an environment or a readable /proc entry.
 //!
 //! Boot order matters: read the credentials and the runtime file and bind
@@ -134,14 +135,6 @@ fn run(args: Args) -> Result<(), Failure> {
                 )])
             })?
     };
-    let wrapper = crate::sibling::sibling("bastion-wrapper")
-        .map_err(|e| Failure::os(format!("cannot find my own executable: {e}")))?;
-    if !wrapper.is_file() {
-        return Err(Failure::os(format!(
-            "{} is missing: bastion-wrapper must sit next to bastion-cgi",
-            wrapper.display()
-        )));
-    }
     let listeners = if args.listen_fd.is_empty() {
         let addr = SocketAddr::new(args.listen, args.port);
         vec![std::net::TcpListener::bind(addr)
@@ -178,20 +171,21 @@ fn run(args: Args) -> Result<(), Failure> {
     } else {
         PathBuf::from("/")
     };
+    let session_slots = runtime
+        .session
+        .as_ref()
+        .map(|s| crate::container::slots::SlotDir {
+            dir: s.slots_dir.clone(),
+            max: s.max,
+        });
     let launcher = command::Launcher {
-        wrapper,
-        runtime: args.runtime.clone(),
+        runtime: Arc::new(runtime),
         account: account.clone(),
         workdir,
         stall_timeout: Duration::from_secs(args.stall_timeout),
-        session_slots: runtime
-            .session
-            .as_ref()
-            .map(|s| crate::container::slots::SlotDir {
-                dir: s.slots_dir.clone(),
-                max: s.max,
-            }),
-        monitor: runtime.monitor_socket.clone(),
+        session_slots,
+        wrapper: crate::sibling::sibling("bastion-wrapper").map_err(Failure::os)?,
+        runtime_file: args.runtime.clone(),
     };
     let limits = server::Limits {
         header_timeout: Duration::from_secs(args.header_timeout),

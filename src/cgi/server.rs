@@ -475,10 +475,7 @@ impl App {
                 r
             }
             Err(e) => {
-                Tool::Cgi.say(format_args!(
-                    "cannot start {}: {e}",
-                    self.launcher.wrapper.display()
-                ));
+                Tool::Cgi.say(format_args!("cannot start a command: {e}"));
                 let r = closing(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error: the command could not be started",

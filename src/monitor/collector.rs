@@ -205,7 +205,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 }
             },
             Msg::HttpAuthFailure => {
-                if is_listener_child_or_self(&shared, pid, true) {
+                if is_listener(&shared, pid) {
                     shared.state.lock().unwrap().metrics.http_auth_failures += 1;
                 }
                 None
@@ -372,19 +372,30 @@ fn end(shared: &Shared, s: &Session, exit: &str) {
         .or_default() += 1;
 }
 
-/// Whether `pid` is the HTTP listener the monitor runs (`self_ok`) or a
-/// direct child of it.
-fn is_listener_child_or_self(shared: &Shared, pid: i32, self_ok: bool) -> bool {
+/// Whether `pid` is the HTTP listener the monitor runs. Only the listener
+/// itself: it runs each request in-process, so its children are session
+/// commands, which must never report an HTTP session (or a user) of their
+/// choosing.
+fn is_listener(shared: &Shared, pid: i32) -> bool {
     let Some(cgi) = shared.state.lock().unwrap().listener else {
         return false;
     };
-    if !procs::alive(cgi) {
+    pid == cgi.pid && procs::alive(cgi)
+}
+
+/// Whether `pid` is a wrapper the listener started for a session
+/// container. Where session containers run, the listener runs no command
+/// itself: each request's wrapper is its only kind of child (the command
+/// runs in the container, under the wrapper), so a direct child of the
+/// listener may report an HTTP session.
+fn is_listener_wrapper(shared: &Shared, pid: i32) -> bool {
+    if shared.engine.is_none() {
         return false;
     }
-    if self_ok && pid == cgi.pid {
-        return true;
-    }
-    procs::stat(pid).is_some_and(|s| s.ppid == cgi.pid)
+    let Some(cgi) = shared.state.lock().unwrap().listener else {
+        return false;
+    };
+    procs::alive(cgi) && procs::stat(pid).is_some_and(|s| s.ppid == cgi.pid)
 }
 
 async fn start(
@@ -402,7 +413,9 @@ async fn start(
         "image" => "image",
         _ => return Err("unknown mode".into()),
     };
-    let (transport, identity, client, key) = if is_listener_child_or_self(shared, pid, false) {
+    let (transport, identity, client, key) = if is_listener(shared, pid)
+        || is_listener_wrapper(shared, pid)
+    {
         let who = http_who.ok_or("an HTTP session without its user")?;
         let client = http_client.ok_or("an HTTP session without its client")?;
         ("http", who, client, None)

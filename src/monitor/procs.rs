@@ -69,11 +69,14 @@ pub(crate) fn alive(k: ProcKey) -> bool {
 
 /// The nearest ancestor of `pid` that is a root-owned sshd: the
 /// per-connection privileged sshd of an SSH session (`sshd -i` in tests),
-/// the one process that stands for one client connection.
+/// the one process that stands for one client connection. None for a
+/// descendant of the monitor (the listener's commands).
 pub(crate) fn sshd_ancestor(pid: i32) -> Option<ProcKey> {
     let mut cur = stat(pid)?.ppid;
     for _ in 0..64 {
-        if cur <= 1 {
+        // Under the monitor itself: a descendant of the HTTP listener (a
+        // session command), never of an sshd connection.
+        if cur <= 1 || u32::try_from(cur).is_ok_and(|p| p == std::process::id()) {
             return None;
         }
         let s = stat(cur)?;

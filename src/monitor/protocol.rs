@@ -1,5 +1,6 @@
 //! The event socket's messages (newline-delimited JSON over a stream
-//! socket) and the client the wrapper and the HTTP listener use. A
+//! socket) and the client the wrapper and the HTTP listener use
+//! (through `session::report`). A
 //! message says what happened; who it happened to (identity, client
 //! address, transport) the monitor works out itself.
 
@@ -26,8 +27,8 @@ pub(crate) enum Msg {
         /// `SSH_CONNECTION` as sshd set it (checked against sshd's log).
         #[serde(default)]
         ssh_connection: Option<String>,
-        /// Set by the HTTP listener for the wrapper it starts (believed
-        /// only from a child of the listener the monitor runs).
+        /// Set by the HTTP listener for the request it runs (believed
+        /// only from the listener the monitor runs).
         #[serde(default)]
         http_who: Option<String>,
         #[serde(default)]

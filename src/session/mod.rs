@@ -10,10 +10,14 @@
 //!   forwards signals, waits, ends the command's group when the client is
 //!   gone, and reports the status (the wrapper's runner). The lock
 //!   descriptor is inherited by the child, so the tree holds the lock.
+//! * The HTTP listener starts the command itself, as the wrapper would
+//!   have (`wrapper::plan`: the same decision and lines; [`report`]: the
+//!   session's start, decision and end, to the monitor).
 
 mod env;
 mod exec;
 mod parent;
+pub(crate) mod report;
 
 pub(crate) use env::SessionEnv;
 pub(crate) use exec::{ExecError, ExecRunner};

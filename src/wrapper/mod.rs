@@ -1,16 +1,19 @@
-//! `bastion-wrapper` (SPEC 5, 11), sshd's ForceCommand and the HTTP
-//! runner: asks the monitor who the session is, takes the per-container
+//! `bastion-wrapper` (SPEC 5, 11), sshd's ForceCommand (the HTTP listener
+//! does the same in-process, through [`plan`] and `session::report`): asks the monitor who the session is, takes the per-container
 //! lock, then runs FORCE_COMMAND through `/bin/sh -c` or the broker's
 //! allowed argv as its child (`session::ParentRunner`), reports the
 //! decision and the end to the monitor, and exits with the command's
 //! status. It never gives the client's request to a shell, and never lets
 //! it reach the forced command's environment.
 
+pub(crate) mod plan;
+
 use crate::config::{Mode, Runtime, RUNTIME_FILE};
 use crate::container::runner::ContainerRunner;
 use crate::exit::{self, Failure, Tool};
 use crate::lock::{self, Acquired, LockGuard};
-use crate::monitor::protocol::{Client, Msg};
+use crate::monitor::protocol::Msg;
+use crate::session::report::{self, Session};
 use crate::session::{self, ParentRunner, Runner, SessionEnv, Status};
 use clap::Parser;
 use std::cell::RefCell;
@@ -38,55 +41,6 @@ struct Args {
     /// holds for this request, passed as this descriptor.
     #[arg(long, value_name = "FD", hide = true)]
     session_slot_fd: Option<i32>,
-}
-
-/// The session as the monitor knows it (or, without a monitor, a fresh
-/// id and identity `unknown`).
-struct Session {
-    id: String,
-    identity: String,
-    monitor: Option<Client>,
-}
-
-impl Session {
-    fn report(&mut self, m: &Msg) {
-        if let Some(c) = &mut self.monitor {
-            // A monitor that went away sees the connection close and logs
-            // the session as lost; nothing more to do here.
-            let _ = c.send(m);
-        }
-    }
-
-    /// Reports the end and waits until the monitor has logged it.
-    /// Registers a session container (see `container::watch`): the
-    /// monitor removes it if this connection drops before the end.
-    fn register(&mut self, name: &str) -> Result<(), String> {
-        let Some(c) = &mut self.monitor else {
-            return Ok(());
-        };
-        let reply = c
-            .ask(&Msg::Register {
-                container: name.to_owned(),
-            })
-            .map_err(|e| format!("the monitor cannot watch {name}: {e}"))?;
-        match reply.error {
-            None => Ok(()),
-            Some(e) => Err(format!("the monitor refused to watch {name}: {e}")),
-        }
-    }
-
-    fn end(&mut self, exit: String) {
-        if let Some(c) = &mut self.monitor {
-            let _ = c.ask(&Msg::End { exit });
-        }
-    }
-
-    /// The command's environment: SPEC 4's list plus who the session is.
-    fn env(&self) -> SessionEnv {
-        SessionEnv::from_process()
-            .with("BASTION_IDENTITY", &self.identity)
-            .with("BASTION_SESSION_ID", &self.id)
-    }
 }
 
 pub fn main() -> ExitCode {
@@ -125,7 +79,7 @@ fn run() -> Result<ExitCode, Failure> {
     let Some(containers) = &rt.session else {
         return Ok(match &rt.mode {
             Mode::Force { command } => {
-                let cmd = session::Command::shell(command, session.borrow().env());
+                let cmd = session::Command::shell(command, session_env(&session.borrow()));
                 start(&session, cmd, guard, Tool::Wrapper)
             }
             Mode::Broker => run_broker(&rt, request, guard, &session, None),
@@ -140,7 +94,7 @@ fn run() -> Result<ExitCode, Failure> {
     // its parent runner until the container is gone.
     let slot_fd = args.session_slot_fd;
     let runner = || container_runner(containers, slot_fd, &session);
-    let env = session.borrow().env();
+    let env = session_env(&session.borrow());
     Ok(match &rt.mode {
         Mode::Force { command } => finish(
             &session,
@@ -162,10 +116,10 @@ fn container_runner<'a>(
 ) -> ContainerRunner<'a> {
     let (id, identity) = {
         let s = session.borrow();
-        (s.id.clone(), s.identity.clone())
+        (s.id().to_owned(), s.identity().to_owned())
     };
     let runner = ContainerRunner::new(containers, slot_fd).with_session(id, identity);
-    if session.borrow().monitor.is_none() {
+    if !session.borrow().has_monitor() {
         return runner;
     }
     runner.with_monitor(
@@ -186,61 +140,38 @@ fn finish(session: &RefCell<Session>, r: Result<ExitCode, session::ExecError>) -
     }
 }
 
-/// Asks the monitor for the session id and identity. Without a monitor
-/// (none in the runtime file: outside the image or `--prepare-only`) the
-/// session still runs, as `unknown`; with one that cannot be reached or
-/// refuses, nothing runs (fail closed).
+/// Asks the monitor for the session id and identity
+/// ([`Session::open`]: fail closed when one is expected).
 fn open_session(rt: &Runtime, request: Option<&OsString>) -> Result<Session, String> {
     let tty = crate::sys::child::owns_foreground(0) || std::env::var_os("SSH_TTY").is_some();
-    let Some(path) = &rt.monitor_socket else {
-        return Ok(Session {
-            id: random_id()?,
-            identity: "unknown".into(),
-            monitor: None,
-        });
-    };
-    let refused = |e: String| {
-        format!(
-            "the bastion's monitor at {} cannot log this session ({e}); nothing was run",
-            crate::audit::escape_path(path)
-        )
-    };
-    let mut client = Client::connect(path).map_err(|e| refused(e.to_string()))?;
     let env = |name: &str| std::env::var(name).ok();
-    let reply = client
-        .ask(&Msg::Start {
-            mode: match rt.mode {
-                Mode::Force { .. } => "force".into(),
-                Mode::Broker => "broker".into(),
-                Mode::Image => "image".into(),
-            },
-            tty,
-            request: match rt.mode {
-                Mode::Broker => Some(
-                    request
-                        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
-                        .unwrap_or_default(),
-                ),
-                Mode::Force { .. } | Mode::Image => None,
-            },
-            ssh_connection: env("SSH_CONNECTION"),
-            http_who: env("BASTION_HTTP_WHO"),
-            http_client: env("BASTION_HTTP_CLIENT"),
-        })
-        .map_err(|e| refused(e.to_string()))?;
-    match (reply.session, reply.identity, reply.error) {
-        (Some(id), Some(identity), None) => Ok(Session {
-            id,
-            identity,
-            monitor: Some(client),
-        }),
-        (_, _, e) => Err(refused(e.unwrap_or_else(|| "no session id".into()))),
-    }
+    let start = Msg::Start {
+        mode: report::mode_name(&rt.mode).into(),
+        tty,
+        request: match rt.mode {
+            Mode::Broker => Some(
+                request
+                    .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+                    .unwrap_or_default(),
+            ),
+            Mode::Force { .. } | Mode::Image => None,
+        },
+        ssh_connection: env("SSH_CONNECTION"),
+        // Believed only from a wrapper the HTTP listener started for a
+        // session container (see the monitor's peer check).
+        http_who: env("BASTION_HTTP_WHO"),
+        http_client: env("BASTION_HTTP_CLIENT"),
+    };
+    Session::open(rt.monitor_socket.as_deref(), &start)
 }
 
-/// Runs `cmd` under the parent runner and reports its end. An HTTP
-/// command stays in the wrapper's process group, which the listener
-/// signals when its client is gone; an SSH command gets a group of its own.
+/// The command's environment: SPEC 4's list plus who the session is.
+fn session_env(session: &Session) -> SessionEnv {
+    session.tag(SessionEnv::from_process())
+}
+
+/// Runs `cmd` under the parent runner, in a process group of its own, and
+/// reports its end.
 fn start(
     session: &RefCell<Session>,
     cmd: session::Command,
@@ -248,7 +179,7 @@ fn start(
     tool: Tool,
 ) -> ExitCode {
     let runner = ParentRunner {
-        own_group: std::env::var_os("BASTION_HTTP_CLIENT").is_none(),
+        own_group: true,
         ended: |s: Status| session.borrow_mut().end(s.audit()),
     };
     match runner.run(cmd, Some(guard)) {
@@ -307,21 +238,11 @@ fn run_broker<'a>(
                 source: Some(source),
                 reason: None,
             });
-            let cmd = session::Command::argv(argv, session.borrow().env());
+            let cmd = session::Command::argv(argv, session_env(&session.borrow()));
             match containers {
                 Some(runner) => finish(session, runner().run(cmd, Some(guard))),
                 None => start(session, cmd, guard, Tool::Broker),
             }
         }
     }
-}
-
-/// 16 lowercase hex characters from the kernel's random source (a
-/// session without a monitor still gets an id of the same form).
-fn random_id() -> Result<String, String> {
-    let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .map_err(|e| format!("no random session id: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }

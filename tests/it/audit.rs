@@ -402,16 +402,23 @@ fn http_sessions_are_logged_and_a_session_cannot_take_over_the_port() {
     let metrics_port = harness::free_port();
     let b = Bastion::new("audit-http");
     let result = b.writable_dir().join("takeover");
-    // A hostile command: kill its own listener, then try to bind the port
+    // A hostile command: kill its own listener (its parent: the listener
+    // runs each request in-process), then try to bind the port
     // (IPv4 and IPv6) to capture the next client's credentials.
     let hostile = format!(
         r#"echo "$BASTION_IDENTITY $BASTION_SESSION_ID"
+if [ -e {forge} ]; then
+  sock="$(find {root} -name events.sock | head -n 1)"
+  perl -MIO::Socket::UNIX -e '$s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!"; print $s qq({{"op":"start","mode":"force","tty":false,"http_who":"admin","http_client":"10.0.0.1:1"}}\n); print scalar <$s>' "$sock"
+fi
 if [ -e {flag} ]; then
-  listener="$(ps -o ppid= -p $PPID | tr -d ' ')"
+  listener="$PPID"
   setsid sh -c 'sleep 1; perl -MIO::Socket::IP -e '"'"'for my $h ("0.0.0.0", "::", "127.0.0.1") {{ my $s = IO::Socket::IP->new(LocalHost => $h, LocalPort => $ARGV[0], Listen => 1, ReuseAddr => 1); print "$h ", ($s ? "BOUND" : "refused: $!"), "\n" }}'"'"' {port} > {result}' </dev/null >/dev/null 2>&1 &
   kill -9 "$listener"
 fi"#,
         flag = b.root.join("takeover-now").display(),
+        forge = b.root.join("forge-now").display(),
+        root = b.root.join(".").display(),
         port = http_port,
         result = result.display()
     );
@@ -441,6 +448,21 @@ fi"#,
     assert!(harness::wait_until(Duration::from_secs(5), || r
         .metrics(metrics_port)
         .contains("bastion_http_auth_failures_total 1")));
+
+    // A command (the listener's own child) claims an HTTP session as
+    // another user: refused, nothing logged as that user.
+    std::fs::write(r.b.root.join("forge-now"), "").unwrap();
+    let forged = stdout(&curl("deployer:s3cret-pw"));
+    std::fs::remove_file(r.b.root.join("forge-now")).unwrap();
+    assert!(forged.contains(r#""error""#), "{forged}");
+    assert!(!forged.contains(r#""session""#), "{forged}");
+    assert!(
+        !r.events()
+            .iter()
+            .any(|e| e.get("identity").map(String::as_str) == Some("admin")),
+        "{}",
+        r.log()
+    );
 
     // The takeover attempt.
     std::fs::write(r.b.root.join("takeover-now"), "").unwrap();
@@ -485,4 +507,69 @@ fi"#,
     assert_balanced(&r);
     // Credentials never reach the log.
     assert!(!r.log().contains("s3cret-pw"), "{}", r.log());
+}
+
+#[test]
+fn no_monitor_to_log_the_session_means_nothing_runs_over_http_and_ssh() {
+    let http_port = harness::free_port();
+    let b = Bastion::new("audit-closed");
+    let marker = b.writable_dir().join("ran");
+    let r = boot(
+        b.force(&format!("touch {}; echo ran", marker.display()))
+            .env("HTTP_BASIC_AUTH", "deployer:s3cret-pw")
+            .env("HTTP_PORT", &http_port.to_string()),
+    );
+    harness::wait_port(http_port, Duration::from_secs(10));
+    let url = format!("http://127.0.0.1:{http_port}/cgi-bin/run");
+    let curl = || {
+        harness::output(Command::new("curl").args([
+            "-sS",
+            "--raw",
+            "-H",
+            "TE: trailers",
+            "-u",
+            "deployer:s3cret-pw",
+            &url,
+        ]))
+    };
+    let first = stdout(&curl());
+    assert!(
+        first.lines().any(|l| l.trim_end() == "ran") && first.contains("x-bastion-exit-code: 0"),
+        "{first}"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    // The monitor's socket goes away: the runtime file still expects it.
+    let sock = walk(&r.b.root.join("."))
+        .into_iter()
+        .find(|p| p.ends_with("events.sock"))
+        .unwrap_or_else(|| panic!("no event socket under the root"));
+    std::fs::remove_file(&sock).unwrap();
+
+    let http = stdout(&curl());
+    assert!(
+        http.contains("cannot log this session") && http.contains("nothing was run"),
+        "{http}"
+    );
+    assert!(http.contains("x-bastion-exit-code: 1"), "{http}");
+    let ssh = harness::output(r.ssh("alice").arg("x"));
+    assert_eq!(ssh.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&ssh.stderr).contains("nothing was run"),
+        "{ssh:?}"
+    );
+    assert!(!marker.exists(), "a command ran without its audit trail");
+}
+
+/// Every file under `dir` (unreadable directories skipped).
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

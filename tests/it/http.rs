@@ -1,5 +1,5 @@
 //! `bastion-cgi` (SPEC 7, issue 6), run for real: started as root, it drops
-//! to the session user and runs the real `bastion-wrapper`; clients are real
+//! to the session user and runs each command as the wrapper would; clients are real
 //! `curl` and raw TCP on 127.0.0.1, so the tests see the bytes on the wire.
 
 mod fixture;
@@ -10,4 +10,5 @@ mod connections;
 mod framing;
 mod limits;
 mod privilege;
+mod session;
 mod streaming;
