@@ -277,8 +277,8 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
-/// The `[[bin]]` names of Cargo.toml.
-fn cargo_bins() -> BTreeSet<String> {
+/// The `[[bin]]` names of Cargo.toml, sorted.
+pub fn cargo_bins() -> BTreeSet<String> {
     let toml = read("Cargo.toml");
     let mut bins = BTreeSet::new();
     let mut in_bin = false;
@@ -682,4 +682,23 @@ fn build_stage_context_is_enough_to_build_the_binaries() {
         "the Alpine build stage would fail:\n{}",
         describe(&c, &out)
     );
+}
+
+/// The e2e suite refuses an image whose binaries digest differs from the
+/// release binaries'; build-image must list exactly Cargo.toml's binaries,
+/// in the sorted order the suite hashes them in.
+#[test]
+fn build_image_lists_the_binaries_of_cargo_toml_sorted() {
+    let text = read("tests/e2e/build-image");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("binaries=("))
+        .expect("build-image has a binaries=(...) line");
+    let listed: Vec<String> = line
+        .trim_end_matches(')')
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let want: Vec<String> = cargo_bins().into_iter().collect();
+    assert_eq!(listed, want, "tests/e2e/build-image binaries=(...)");
 }

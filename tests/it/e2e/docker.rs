@@ -10,17 +10,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// The binaries the image carries, as in Cargo.toml.
-const BINARIES: [&str; 7] = [
-    "bastion-entrypoint",
-    "bastion-wrapper",
-    "bastion-broker",
-    "bastion-cgi",
-    "bastion-keys",
-    "bastion-agent-proxy",
-    "bastion-gate",
-];
-
 /// How long a container may take to boot before the test gives up.
 const BOOT: Duration = Duration::from_secs(60);
 
@@ -105,7 +94,9 @@ fn release_dir() -> PathBuf {
 /// The digest build-image stamps on the image, over the release binaries.
 fn release_sums() -> Option<String> {
     let dir = release_dir();
-    if !BINARIES.iter().all(|b| dir.join(b).is_file()) {
+    // Cargo.toml's `[[bin]]` names, sorted, as build-image lists them.
+    let binaries = crate::image::cargo_bins();
+    if !binaries.iter().all(|b| dir.join(b).is_file()) {
         return None;
     }
     let out = output(
@@ -114,7 +105,7 @@ fn release_sums() -> Option<String> {
             .arg("-c")
             .arg("sha256sum \"$@\" | sha256sum | cut -c1-64")
             .arg("sh")
-            .args(BINARIES),
+            .args(&binaries),
     );
     Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
