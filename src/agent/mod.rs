@@ -47,6 +47,12 @@ struct Args {
     /// owns the socket.
     #[arg(long, value_name = "NAME", default_value = crate::config::SESSION_USER)]
     client_user: String,
+    /// Let a process of any uid connect (socket mode 0666): the socket
+    /// session containers get through the egress gate's share (SPEC 14),
+    /// whose users are the image's, not the bastion's. What it passes is
+    /// the same: list, session-bind and signatures for a pinned upstream.
+    #[arg(long)]
+    any_client: bool,
     /// Client connections at once at most.
     #[arg(long, value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -95,7 +101,11 @@ fn load_targets(path: &Path) -> Result<Vec<Target>, String> {
 }
 
 /// Binds `path`, replacing a stale socket (never another kind of file).
-fn bind(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::UnixListener, String> {
+fn bind(
+    path: &Path,
+    group: Option<u32>,
+    any_client: bool,
+) -> Result<std::os::unix::net::UnixListener, String> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             let _ = std::fs::remove_file(path);
@@ -109,7 +119,11 @@ fn bind(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::UnixListe
         std::os::unix::fs::chown(path, Some(0), Some(gid))
             .map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
     }
-    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    let mode = match (any_client, group) {
+        (true, _) => 0o666,
+        (false, Some(_)) => 0o660,
+        (false, None) => 0o600,
+    };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
     Ok(l)
@@ -121,7 +135,11 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("user {} does not exist", args.client_user))?;
     let root = crate::sys::privilege::is_root();
-    let listener = bind(&args.listen, root.then_some(client.gid.as_raw()))?;
+    let listener = bind(
+        &args.listen,
+        root.then_some(client.gid.as_raw()),
+        args.any_client,
+    )?;
     let mut peers = vec![0, client.uid.as_raw()];
     if root {
         let me = crate::sys::privilege::drop_to(&args.user).map_err(|e| e.to_string())?;
@@ -144,7 +162,11 @@ fn run(args: Args) -> Result<(), String> {
     Tool::AgentProxy.say(format!(
         "listening on {} for {} ({}), agent {}",
         args.listen.display(),
-        args.client_user,
+        if args.any_client {
+            "session containers"
+        } else {
+            &args.client_user
+        },
         if names.is_empty() {
             "no upstream".to_owned()
         } else {
@@ -152,13 +174,9 @@ fn run(args: Args) -> Result<(), String> {
         },
         args.agent.display()
     ));
-    let shared = Arc::new(proxy::Shared::new(
-        targets,
-        args.agent,
-        peers,
-        limits,
-        args.metrics_file,
-    ));
+    let mut shared = proxy::Shared::new(targets, args.agent, peers, limits, args.metrics_file);
+    shared.any_peer = args.any_client;
+    let shared = Arc::new(shared);
     if let Ok(c) = shared.counters.lock() {
         shared.write_metrics(&c);
     }

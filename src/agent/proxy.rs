@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) agent: PathBuf,
     /// Uids allowed to connect (the session user, root).
     pub(crate) peers: Vec<u32>,
+    /// Any uid may connect (the socket session containers get).
+    pub(crate) any_peer: bool,
     pub(crate) limits: Limits,
     pub(crate) counters: Mutex<Counters>,
     /// Where the counters are kept in Prometheus text for the metrics
@@ -71,6 +73,7 @@ impl Shared {
             targets,
             agent,
             peers,
+            any_peer: false,
             limits,
             counters: Mutex::new(counters),
             metrics_file,
@@ -135,7 +138,7 @@ pub(crate) async fn serve(listener: UnixListener, shared: Arc<Shared>) -> std::i
         };
         let cred = stream.peer_cred().ok();
         let pid = cred.and_then(|c| c.pid());
-        if !cred.is_some_and(|c| shared.peers.contains(&c.uid())) {
+        if !cred.is_some_and(|c| shared.any_peer || shared.peers.contains(&c.uid())) {
             shared.refused_reason("peer", None, pid);
             continue;
         }

@@ -127,6 +127,11 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         p.under("/etc/ssh/ssh_config.d/bastion-upstreams.conf"),
     );
     let with_agent = upstreams::prepare(&s.upstreams, &up)?;
+    let gate = s.session.as_ref().and_then(|r| r.gate.as_ref());
+    let share_dir = p.under(crate::gate::SHARE_DIR);
+    if let Some(gate) = gate {
+        upstreams::prepare_share(&s.upstreams, gate, &share_dir)?;
+    }
 
     let rules_snapshot = write_rules_snapshot(&s, &p.runtime_file)?;
     // A TTY for an interactive FORCE_COMMAND, and for every session
@@ -184,7 +189,13 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
     }
 
     if with_agent {
-        upstreams::start(&s.upstreams, &up, &p.bin_dir.join("bastion-agent-proxy"))?;
+        let share_socket = gate.map(|_| share_dir.join(crate::gate::SHARE_AGENT_SOCKET));
+        upstreams::start(
+            &s.upstreams,
+            &up,
+            &p.bin_dir.join("bastion-agent-proxy"),
+            share_socket.as_deref(),
+        )?;
     }
 
     // sshd's stderr is one end of a sequenced-packet pair (one record per

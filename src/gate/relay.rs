@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// One declared upstream as the gate sees it: where its connections go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Target {
     /// The upstream's name (`prod`), as declared in `UPSTREAMS`.
     pub(crate) name: String,

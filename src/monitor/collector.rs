@@ -10,6 +10,10 @@ use super::procs::{self, ProcKey};
 use super::protocol::{Msg, Reply, MAX_MESSAGE};
 use super::relay::{client_key, Accepted, Said};
 use super::Shared;
+use crate::container::engine::Engine;
+use crate::gate::network::EngineCli;
+use crate::gate::relay::{ConnectRecord, EventSink, Limits};
+use crate::gate::{GateSpec, SessionGate};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -146,6 +150,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut session: Option<Session> = None;
+    let mut gate: Option<SessionGate> = None;
     let mut ended = false;
     loop {
         let mut line = Vec::new();
@@ -165,11 +170,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
             break;
         };
         let reply = match msg {
-            Msg::Ping => Some(Reply {
-                session: None,
-                identity: None,
-                error: None,
-            }),
+            Msg::Ping => Some(Reply::default()),
             Msg::Start { .. } if session.is_some() => break,
             Msg::Start {
                 mode,
@@ -190,7 +191,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
                     let reply = Reply {
                         session: Some(s.id.clone()),
                         identity: Some(s.identity.clone()),
-                        error: None,
+                        ..Reply::default()
                     };
                     session = Some(s);
                     Some(reply)
@@ -198,9 +199,8 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 Err(e) => {
                     shared.note(&format!("refused a session from pid {pid}: {e}"));
                     Some(Reply {
-                        session: None,
-                        identity: None,
                         error: Some(e),
+                        ..Reply::default()
                     })
                 }
             },
@@ -245,9 +245,29 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 let s = session.as_mut().expect("checked above");
                 let error = register(&shared, s, container);
                 Some(Reply {
-                    session: None,
-                    identity: None,
                     error,
+                    ..Reply::default()
+                })
+            }
+            Msg::Gate => {
+                let s = session.as_ref().expect("checked above");
+                Some(match open_gate(&shared, s, &gate).await {
+                    Ok(g) => {
+                        let reply = Reply {
+                            network: Some(g.network().to_owned()),
+                            address: Some(g.address().to_string()),
+                            ..Reply::default()
+                        };
+                        gate = Some(g);
+                        reply
+                    }
+                    Err(e) => {
+                        shared.note(&format!("no egress gate for session {}: {e}", s.id));
+                        Reply {
+                            error: Some(e),
+                            ..Reply::default()
+                        }
+                    }
                 })
             }
             Msg::End { exit } => {
@@ -255,11 +275,11 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 end(&shared, s, &exit);
                 // The runner removed its container before reporting the end.
                 containers_ended(&shared, s, if exit == "125" { "failed" } else { "started" });
+                close_gate(&shared, s, gate.take()).await;
                 ended = true;
                 Some(Reply {
                     session: Some(s.id.clone()),
-                    identity: None,
-                    error: None,
+                    ..Reply::default()
                 })
             }
         };
@@ -276,7 +296,83 @@ async fn connection(stream: UnixStream, shared: Shared) {
             end(&shared, s, "lost");
             reap(&shared, s).await;
         }
+        // After the container is gone: nothing is left on the network.
+        close_gate(&shared, s, gate.take()).await;
     }
+}
+
+/// Opens the egress gate of session `s` (SPEC 14): only where the gate is
+/// configured, once, and only after the session's container is registered
+/// (so a lost session's container is removed before its network).
+async fn open_gate(
+    shared: &Shared,
+    s: &Session,
+    open: &Option<SessionGate>,
+) -> Result<SessionGate, String> {
+    let (Some(cfg), Some(engine)) = (shared.gate.clone(), shared.engine.clone()) else {
+        return Err("this bastion has no egress gate (no UPSTREAMS with SESSION_IMAGE)".into());
+    };
+    if open.is_some() {
+        return Err("the session's gate is open already".into());
+    }
+    if s.resources.is_empty() {
+        return Err("no session container is registered".into());
+    }
+    let spec = GateSpec {
+        session: s.id.clone(),
+        identity: s.identity.clone(),
+        instance: cfg.instance.clone(),
+        targets: cfg.runtime.targets.clone(),
+        own_ports: cfg.runtime.own_ports.clone(),
+        limits: Limits::default(),
+    };
+    let out = shared.clone();
+    let sink: EventSink = std::sync::Arc::new(move |r: ConnectRecord| {
+        out.emit(connect_event(&r));
+    });
+    SessionGate::open(spec, &engine_cli(&engine), sink)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The engine's CLI for the gate's network calls: the runtime file's
+/// engine, its environment and address.
+pub(crate) fn engine_cli(engine: &std::sync::Arc<Engine>) -> EngineCli {
+    let e = engine.clone();
+    EngineCli::from_command(engine.cli.display().to_string(), move || e.command())
+}
+
+/// Closes the session's gate (its connections are logged
+/// `outcome=gate-closed`), removing its network.
+async fn close_gate(shared: &Shared, s: &Session, gate: Option<SessionGate>) {
+    let Some(g) = gate else { return };
+    if let Err(e) = g.close().await {
+        shared.note(&format!(
+            "warning: session {}: {e} (it is removed at the next boot)",
+            s.id
+        ));
+    }
+}
+
+/// One `upstream.connect` event (SPEC 14).
+fn connect_event(r: &ConnectRecord) -> Event {
+    Event::new("upstream.connect")
+        .str("session", r.session.clone())
+        .str("identity", r.identity.clone())
+        .str("upstream", r.upstream.clone())
+        .str("target", r.target.clone())
+        .str("client", r.client.to_string())
+        .int("bytes_up", i64::try_from(r.bytes_up).unwrap_or(i64::MAX))
+        .int(
+            "bytes_down",
+            i64::try_from(r.bytes_down).unwrap_or(i64::MAX),
+        )
+        .int(
+            "duration_ms",
+            i64::try_from(r.duration.as_millis()).unwrap_or(i64::MAX),
+        )
+        .str("outcome", r.outcome.word())
+        .opt("reason", r.outcome.reason().map(str::to_owned))
 }
 
 /// A session container the session will create: only the one named after
@@ -534,6 +630,7 @@ mod tests {
             out: super::super::output::Output::start(Box::new(std::io::sink()), false),
             format: Format::Text,
             user: "agent".into(),
+            gate: None,
             engine: containers.then(|| {
                 Arc::new(crate::container::engine::Engine {
                     kind: crate::container::settings::EngineKind::Docker,

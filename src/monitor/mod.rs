@@ -75,6 +75,15 @@ pub(crate) struct Shared {
     /// Session containers (SPEC 12): the engine of the runtime file, the
     /// only one the monitor runs to remove a lost session's container.
     engine: Option<Arc<crate::container::engine::Engine>>,
+    /// The egress gate (SPEC 14): opened per session on its connection.
+    gate: Option<Arc<GateConfig>>,
+}
+
+/// What every session's gate is opened with.
+pub(crate) struct GateConfig {
+    runtime: crate::gate::GateRuntime,
+    /// This bastion's container id (the networks' instance label).
+    instance: String,
 }
 
 pub fn main() -> ExitCode {
@@ -118,6 +127,13 @@ fn run(args: Args) -> Result<(), String> {
         format,
         user: rt.user.clone().into(),
         engine: rt.session.as_ref().map(|s| Arc::new(s.engine.clone())),
+        gate: rt.session.as_ref().and_then(|s| {
+            let runtime = s.gate.clone()?;
+            Some(Arc::new(GateConfig {
+                runtime,
+                instance: s.instance.clone(),
+            }))
+        }),
     };
     let socket = socket_path(&args.runtime);
     let listener = bind_events(&socket)?;
@@ -141,6 +157,19 @@ fn run(args: Args) -> Result<(), String> {
     tokio_rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| format!("cannot serve {}: {e}", socket.display()))?;
+        if let (Some(gate), Some(engine)) = (&shared.gate, &shared.engine) {
+            // Before any session opens one: networks of an earlier run.
+            let cli = collector::engine_cli(engine);
+            let (gone, failed) = crate::gate::network::reap(&cli, &gate.instance, None).await;
+            for n in gone {
+                shared.note(&format!(
+                    "removed session network {n} left by an earlier run"
+                ));
+            }
+            for e in failed {
+                shared.note(&format!("warning: {e}"));
+            }
+        }
         tokio::spawn(collector::serve(listener, shared.clone()));
         if let Some(port) = args.metrics_port {
             let l = tokio::net::TcpListener::bind(("0.0.0.0", port))
