@@ -112,8 +112,19 @@ fn run(args: Args) -> Result<(), String> {
         Some(fd) => Some(adopt(fd)?),
         None => None,
     };
+    // SPEC 14: with the egress gate, the bastion's own listeners keep to
+    // the addresses it has now, before any session network is joined.
+    let gated = rt.session.as_ref().is_some_and(|s| s.gate.is_some());
+    let boot_addresses = if gated {
+        Some(
+            crate::gate::own_ports::boot_addresses()
+                .map_err(|e| format!("cannot list the container's addresses: {e}"))?,
+        )
+    } else {
+        None
+    };
     let sockets = match args.http_port {
-        Some(port) => Some(keeper::bind(port)?),
+        Some(port) => Some(keeper::bind(port, boot_addresses.as_deref())?),
         None => None,
     };
     let shared = Shared {
@@ -172,13 +183,19 @@ fn run(args: Args) -> Result<(), String> {
         }
         tokio::spawn(collector::serve(listener, shared.clone()));
         if let Some(port) = args.metrics_port {
-            let l = tokio::net::TcpListener::bind(("0.0.0.0", port))
-                .await
-                .map_err(|e| format!("cannot serve metrics on 0.0.0.0:{port}: {e}"))?;
+            let addrs: Vec<std::net::SocketAddr> = match &boot_addresses {
+                Some(a) => a.iter().map(|ip| (*ip, port).into()).collect(),
+                None => vec![([0, 0, 0, 0], port).into()],
+            };
             let s = shared.clone();
             let render: Arc<dyn Fn() -> String + Send + Sync> =
                 Arc::new(move || s.state.lock().unwrap().metrics.render(s.out.dropped()));
-            tokio::spawn(metrics::serve(l, render));
+            for at in addrs {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| format!("cannot serve metrics on {at}: {e}"))?;
+                tokio::spawn(metrics::serve(l, render.clone()));
+            }
             shared.note(&format!("metrics on port {port} (GET /metrics)"));
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);

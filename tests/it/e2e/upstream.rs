@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// An sshd container from the test image with its own host key, trusting
 /// `authorized` for `agent`. Returns it and its host key line.
-fn sshd(
+pub(super) fn sshd(
     net: &Network,
     image: &str,
     dir: &Path,
