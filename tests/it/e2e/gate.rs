@@ -8,7 +8,7 @@
 //! are gone after the session, and after its processes are SIGKILLed.
 
 use super::docker::{
-    client_key, docker, docker_output, eventually, require, show, ssh, Container, Network,
+    client_key, curl, docker, docker_output, eventually, require, show, ssh, Container, Network,
 };
 use crate::harness::{self, TempDir};
 use std::io::{BufRead, BufReader, Write};
@@ -77,6 +77,7 @@ fn gated_bastion(
     prod: &Container,
     prod_host: &str,
     tmp: TempDir,
+    more: &[&str],
 ) -> Gated {
     let (key, line) = client_key(&tmp, "alice");
     tmp.write("users.d/alice.pub", &line);
@@ -92,38 +93,34 @@ fn gated_bastion(
     );
     let pinned = format!("{}:/etc/bastion/upstream_known_hosts:ro", pins.display());
     let share = format!("{}:/run/bastion/share", tmp.join("share").display());
-    let bastion = Container::run(
-        net,
-        "gate-bastion",
-        &[
-            "-p",
-            "127.0.0.1::22",
-            "-v",
-            SOCKET,
-            "-v",
-            &users,
-            "-v",
-            &secret,
-            "-v",
-            &pinned,
-            "-v",
-            &share,
-            "-e",
-            "FORCE_COMMAND=bash",
-            "-e",
-            &format!("SESSION_IMAGE={image}"),
-            "-e",
-            "SESSION_PULL=never",
-            "-e",
-            "METRICS_PORT=9100",
-            "-e",
-            &format!(
-                "UPSTREAMS=prod agent@{}:22 /run/secrets/prod_key",
-                prod.name
-            ),
-            image,
-        ],
+    let session_image = format!("SESSION_IMAGE={image}");
+    let upstreams = format!(
+        "UPSTREAMS=prod agent@{}:22 /run/secrets/prod_key",
+        prod.name
     );
+    let mut args = vec![
+        "-p",
+        "127.0.0.1::22",
+        "-v",
+        SOCKET,
+        "-v",
+        &users,
+        "-v",
+        &secret,
+        "-v",
+        &pinned,
+        "-v",
+        &share,
+        "-e",
+        &session_image,
+        "-e",
+        "SESSION_PULL=never",
+        "-e",
+        &upstreams,
+    ];
+    args.extend_from_slice(more);
+    args.push(image);
+    let bastion = Container::run(net, "gate-bastion", &args);
     let port = bastion.wait_ssh();
     Gated {
         tmp,
@@ -210,7 +207,14 @@ fn ssh_prod_from_a_session_container_reaches_only_its_upstream() {
     let (prod, prod_host) = super::upstream::sshd(&net, &image, &tmp.join("prod"), "prod", &public);
     let (undeclared, _) =
         super::upstream::sshd(&net, &image, &tmp.join("undeclared"), "undeclared", &public);
-    let g = gated_bastion(&net, &image, &prod, &prod_host, tmp);
+    let g = gated_bastion(
+        &net,
+        &image,
+        &prod,
+        &prod_host,
+        tmp,
+        &["-e", "FORCE_COMMAND=bash", "-e", "METRICS_PORT=9100"],
+    );
     let ip_of = |c: &Container| {
         c.inspect(&format!(
             "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
@@ -374,6 +378,68 @@ fn ssh_prod_from_a_session_container_reaches_only_its_upstream() {
     // container's own proxy socket.
     assert!(logs.contains("event=upstream.sign upstream=prod"), "{logs}");
     drop(g.tmp);
+}
+
+#[test]
+fn an_http_session_container_reaches_its_upstream_through_the_gate() {
+    let image = require();
+    let tmp = TempDir::new("e2e-gate-http");
+    let upstream_key = tmp.join("secrets/prod_key");
+    std::fs::create_dir_all(upstream_key.parent().unwrap()).unwrap();
+    let public = harness::keygen(&upstream_key, "prod@e2e");
+    let net = Network::new("gatehttp");
+    let (prod, prod_host) = super::upstream::sshd(&net, &image, &tmp.join("prod"), "prod", &public);
+    let g = gated_bastion(
+        &net,
+        &image,
+        &prod,
+        &prod_host,
+        tmp,
+        &[
+            "-p",
+            "127.0.0.1::8080",
+            "-e",
+            "HTTP_TOKEN=s3cret-token-for-e2e",
+            "-e",
+            "FORCE_COMMAND=ssh -n prod 'echo via-gate-$((6*7))'; echo prod=$?; \
+             timeout 5 bash -c 'exec 3<>/dev/tcp/bastion-gate/8080' 2>/dev/null; echo http-port=$?",
+        ],
+    );
+    let port = g.bastion.wait_http();
+    let r = curl(
+        port,
+        "/cgi-bin/run",
+        &["-H", "Authorization: Bearer s3cret-token-for-e2e"],
+    );
+    assert_eq!((r.status, r.curl), (200, 0), "{r:?}");
+    assert!(r.body.contains("via-gate-42\n"), "{r:?}");
+    assert_eq!(field(&r.body, "prod"), "0", "{r:?}");
+    // The bastion's HTTP port on the gate address: no answer (124 is the
+    // timeout; a refusal would be 1).
+    assert_eq!(field(&r.body, "http-port"), "124", "{r:?}");
+    let logs = g.bastion.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("event=upstream.connect") && l.contains("outcome=closed")),
+        "{logs}"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let n = docker(&[
+                "network",
+                "ls",
+                "--filter",
+                &format!(
+                    "label=io.docker-bastion.instance={}",
+                    g.bastion.inspect("{{.Id}}")
+                ),
+                "--format",
+                "{{.Name}}",
+            ]);
+            n.is_empty()
+        }),
+        "a session network outlived the HTTP session"
+    );
 }
 
 #[test]
