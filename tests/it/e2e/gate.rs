@@ -440,6 +440,42 @@ fn an_http_session_container_reaches_its_upstream_through_the_gate() {
         }),
         "a session network outlived the HTTP session"
     );
+
+    // A network this instance left (as if it had died mid-session), and
+    // one of another instance: a restart removes the first only.
+    let id = g.bastion.inspect("{{.Id}}");
+    let hex = |n: u64| format!("{:016x}", (u64::from(std::process::id()) << 32) | n);
+    let (left, other) = (
+        format!("bastion-net-{}", hex(0xfeed)),
+        format!("bastion-net-{}", hex(0xbeef)),
+    );
+    let _guard = SessionNetworks(vec![left.clone(), other.clone()]);
+    for (name, instance) in [(&left, id.as_str()), (&other, "someone-else")] {
+        docker(&[
+            "network",
+            "create",
+            "--internal",
+            "--label",
+            "docker-bastion.e2e=1",
+            "--label",
+            &format!("io.docker-bastion.instance={instance}"),
+            name,
+        ]);
+    }
+    docker(&["restart", "--time", "5", &g.bastion.name]);
+    g.bastion.wait_http();
+    assert!(!network_exists(&left), "{left} survived the boot");
+    assert!(
+        network_exists(&other),
+        "another instance's network was removed"
+    );
+    let logs = g.bastion.logs();
+    assert!(
+        logs.contains(&format!(
+            "removed session network {left} left by an earlier run"
+        )),
+        "{logs}"
+    );
 }
 
 #[test]
