@@ -189,9 +189,33 @@ pub(super) fn prepare_share(
         move |e| BootError::io(format!("prepare {what}"), e)
     };
     files::ensure_root_dir(share_dir, 0o755).map_err(io(share_dir))?;
-    let pins: String = upstreams.iter().map(pin_lines).collect();
+    let (pins, config) = share_files(upstreams, gate).map_err(BootError::Failed)?;
     let known = share_dir.join(gate::SHARE_KNOWN_HOSTS);
     files::write_root_file(&known, pins.as_bytes(), 0o644).map_err(io(&known))?;
+    let conf = share_dir.join(gate::SHARE_SSH_CONFIG);
+    files::write_root_file(&conf, config.as_bytes(), 0o644).map_err(io(&conf))?;
+    let ports = gate::plan_ports(upstreams.len(), &gate.own_ports);
+    let listed: Vec<String> = upstreams
+        .iter()
+        .zip(&ports)
+        .map(|(c, p)| format!("{} on {p}", c.declared.name))
+        .collect();
+    log(&format!(
+        "egress gate: session containers reach {} at bastion-gate (files in {}, host path {})",
+        listed.join(", "),
+        share_dir.display(),
+        gate.share_source
+    ));
+    Ok(())
+}
+
+/// The share's known_hosts (every pin) and the container ssh_config.
+fn share_files(
+    upstreams: &[Checked],
+    gate: &crate::gate::GateRuntime,
+) -> Result<(String, String), String> {
+    use crate::gate::{self, ssh_config};
+    let pins: String = upstreams.iter().map(pin_lines).collect();
     let ports = gate::plan_ports(upstreams.len(), &gate.own_ports);
     let blocks: Vec<ssh_config::ContainerUpstream> = upstreams
         .iter()
@@ -205,25 +229,11 @@ pub(super) fn prepare_share(
         })
         .collect();
     let side = ssh_config::ContainerSide {
-        gate_host: crate::gate::network::GATE_ALIAS,
+        gate_host: gate::network::GATE_ALIAS,
         agent_socket: gate::CONTAINER_AGENT_SOCKET,
         known_hosts: gate::CONTAINER_KNOWN_HOSTS,
     };
-    let config = ssh_config::render(&side, &blocks).map_err(BootError::Failed)?;
-    let conf = share_dir.join(gate::SHARE_SSH_CONFIG);
-    files::write_root_file(&conf, config.as_bytes(), 0o644).map_err(io(&conf))?;
-    let listed: Vec<String> = upstreams
-        .iter()
-        .zip(&ports)
-        .map(|(c, p)| format!("{} on {p}", c.declared.name))
-        .collect();
-    log(&format!(
-        "egress gate: session containers reach {} at bastion-gate (files in {}, host path {})",
-        listed.join(", "),
-        share_dir.display(),
-        gate.share_source
-    ));
-    Ok(())
+    Ok((pins, ssh_config::render(&side, &blocks)?))
 }
 
 /// `ssh prod` works only if the system ssh_config reads ssh_config.d (the
@@ -447,6 +457,54 @@ mod tests {
             pin_lines(&checked("prod", 2222)).lines().next().unwrap(),
             "10.0.0.5,[10.0.0.5]:2222 ssh-ed25519 HOSTA"
         );
+    }
+
+    #[test]
+    fn session_containers_get_every_pin_and_one_static_config() {
+        let gate = crate::gate::GateRuntime {
+            share_source: "/srv/share".into(),
+            targets: Vec::new(),
+            // The bastion's own 2201 is skipped by the gate ports.
+            own_ports: vec![22, 2201],
+        };
+        let (pins, cfg) =
+            share_files(&[checked("prod", 2222), checked("backup", 22)], &gate).unwrap();
+        assert_eq!(
+            pins.lines().collect::<Vec<_>>(),
+            [
+                "10.0.0.5,[10.0.0.5]:2222 ssh-ed25519 HOSTA",
+                "10.0.0.5,[10.0.0.5]:2222 ssh-rsa HOSTB",
+                "10.0.0.5 ssh-ed25519 HOSTA",
+                "10.0.0.5 ssh-rsa HOSTB",
+            ]
+        );
+        let lines: Vec<&str> = cfg.lines().map(str::trim).collect();
+        let block = |name: &str| -> Vec<&str> {
+            let at = lines
+                .iter()
+                .position(|l| *l == format!("Host {name}"))
+                .unwrap();
+            lines[at + 1..]
+                .iter()
+                .take_while(|l| !l.starts_with("Host "))
+                .copied()
+                .collect()
+        };
+        let prod = block("prod");
+        for want in [
+            "HostName bastion-gate",
+            "Port 2200",
+            "User deploy",
+            "HostKeyAlias [10.0.0.5]:2222",
+            "IdentityAgent /run/bastion/upstream/agent.sock",
+            "UserKnownHostsFile /run/bastion/upstream/known_hosts",
+            "StrictHostKeyChecking yes",
+        ] {
+            assert!(prod.contains(&want), "{want:?} missing in\n{cfg}");
+        }
+        let backup = block("backup");
+        assert!(backup.contains(&"Port 2202"), "{cfg}");
+        assert!(backup.contains(&"HostKeyAlias 10.0.0.5"), "{cfg}");
     }
 
     #[test]

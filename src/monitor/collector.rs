@@ -687,6 +687,34 @@ mod tests {
         assert_eq!(st.metrics.containers.get("started"), Some(&1));
     }
 
+    #[tokio::test]
+    async fn a_gate_opens_only_where_configured_and_after_the_container() {
+        let mut sh = shared(true);
+        let mut s = session("0123456789abcdef");
+        let e = open_gate(&sh, &s, &None).await.err().unwrap();
+        assert!(e.contains("no egress gate"), "{e}");
+        sh.gate = Some(Arc::new(super::super::GateConfig {
+            runtime: crate::gate::GateRuntime {
+                share_source: "/srv/share".into(),
+                targets: Vec::new(),
+                own_ports: vec![22],
+            },
+            instance: "f".repeat(64),
+        }));
+        let e = open_gate(&sh, &s, &None).await.err().unwrap();
+        assert!(e.contains("no session container is registered"), "{e}");
+        assert_eq!(
+            register(&sh, &mut s, "bastion-session-0123456789abcdef".into()),
+            None
+        );
+        // Now the engine is asked (and this one fails): its words come back.
+        let e = open_gate(&sh, &s, &None).await.err().unwrap();
+        assert!(
+            e.starts_with("cannot create the session network bastion-net-0123456789abcdef: "),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_bastion_without_session_containers_registers_none() {
         let sh = shared(false);
