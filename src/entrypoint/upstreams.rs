@@ -183,7 +183,7 @@ pub(super) fn prepare_share(
     gate: &crate::gate::GateRuntime,
     share_dir: &Path,
 ) -> Result<(), BootError> {
-    use crate::gate::{self, ssh_config};
+    use crate::gate;
     let io = |what: &Path| {
         let what = what.display().to_string();
         move |e| BootError::io(format!("prepare {what}"), e)
