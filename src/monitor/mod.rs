@@ -12,7 +12,6 @@ mod keeper;
 mod metrics;
 mod output;
 mod procs;
-pub(crate) mod protocol;
 mod relay;
 
 pub(crate) use event::Format;
@@ -205,7 +204,7 @@ fn read_credentials() -> Result<crate::cgi::Credentials, String> {
 /// may connect; the monitor checks who it is).
 fn bind_events(socket: &Path) -> Result<std::os::unix::net::UnixListener, String> {
     let dir = socket.parent().unwrap_or(Path::new("/"));
-    crate::entrypoint::ensure_root_dir(dir, 0o755)
+    crate::checked::ensure_root_dir(dir, 0o755)
         .map_err(|e| format!("cannot prepare {}: {e}", dir.display()))?;
     match std::fs::remove_file(socket) {
         Ok(()) => {}

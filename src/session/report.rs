@@ -5,9 +5,8 @@
 //! lock), is decided and ends (exactly once, however it ended).
 
 use crate::config::{Mode, Runtime};
-use crate::monitor::protocol::{Client, Msg};
+use crate::session::protocol::{Client, Msg};
 use crate::session::SessionEnv;
-use crate::wrapper::plan::Decided;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -109,6 +108,15 @@ pub(crate) fn mode_name(mode: &Mode) -> &'static str {
         Mode::Broker => "broker",
         Mode::Image => "image",
     }
+}
+
+/// A broker decision as the monitor is told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decided {
+    pub(crate) request: String,
+    /// The allowing rule and its source; the reason of a deny.
+    pub(crate) rule: Option<(String, String)>,
+    pub(crate) reason: Option<String>,
 }
 
 /// The broker's decision as the monitor is told it.
