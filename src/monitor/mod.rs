@@ -173,7 +173,7 @@ fn run(args: Args) -> Result<(), String> {
             format.name()
         ));
         let why = tokio::select! {
-            s = wait_for_stop_signal() => s,
+            s = crate::sys::stop::stop_signal() => s,
             _ = sshd_gone.notified() => "sshd is gone",
         };
         shared.note(&format!("{why}: stopping"));
@@ -234,17 +234,3 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-async fn wait_for_stop_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
-}
