@@ -233,4 +233,3 @@ fn run(args: Args) -> Result<(), Failure> {
         Ok(())
     })
 }
-

@@ -233,4 +233,3 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
         ))
     }
 }
-
