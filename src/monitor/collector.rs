@@ -410,7 +410,6 @@ async fn start(
         "force" => "force",
         "broker" => "broker",
         "session" => "session",
-        "image" => "image",
         _ => return Err("unknown mode".into()),
     };
     let (transport, identity, client, key) = if is_listener(shared, pid)
@@ -550,7 +549,7 @@ mod tests {
             id: id.into(),
             identity: "alice".into(),
             transport: "ssh",
-            mode: "image",
+            mode: "session",
             client: "127.0.0.1".into(),
             key: None,
             started: Instant::now(),

@@ -106,7 +106,7 @@ pub(crate) fn mode_name(mode: &Mode) -> &'static str {
     match mode {
         Mode::Force { .. } => "force",
         Mode::Broker => "broker",
-        Mode::Image => "image",
+        Mode::Image => "session",
     }
 }
 
@@ -214,5 +214,20 @@ impl Report {
             // learns a session was lost.
             End::Lost => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_spelled_as_spec_11_names_them() {
+        let force = Mode::Force {
+            command: "true".into(),
+        };
+        assert_eq!(mode_name(&force), "force");
+        assert_eq!(mode_name(&Mode::Broker), "broker");
+        assert_eq!(mode_name(&Mode::Image), "session");
     }
 }
