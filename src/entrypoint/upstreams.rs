@@ -129,8 +129,8 @@ pub(super) fn prepare(upstreams: &[Checked], p: &UpstreamPaths) -> Result<bool, 
         let what = what.display().to_string();
         move |e| BootError::io(format!("prepare {what}"), e)
     };
-    files::ensure_root_dir(&p.public_dir, 0o755).map_err(io(&p.public_dir))?;
-    files::ensure_root_dir(&p.socket_dir, 0o755).map_err(io(&p.socket_dir))?;
+    crate::checked::ensure_root_dir(&p.public_dir, 0o755).map_err(io(&p.public_dir))?;
+    crate::checked::ensure_root_dir(&p.socket_dir, 0o755).map_err(io(&p.socket_dir))?;
     let bastion = nix::unistd::User::from_name(AGENT_USER)
         .ok()
         .flatten()
@@ -188,7 +188,7 @@ pub(super) fn prepare_share(
         let what = what.display().to_string();
         move |e| BootError::io(format!("prepare {what}"), e)
     };
-    files::ensure_root_dir(share_dir, 0o755).map_err(io(share_dir))?;
+    crate::checked::ensure_root_dir(share_dir, 0o755).map_err(io(share_dir))?;
     let (pins, config) = share_files(upstreams, gate).map_err(BootError::Failed)?;
     let known = share_dir.join(gate::SHARE_KNOWN_HOSTS);
     files::write_root_file(&known, pins.as_bytes(), 0o644).map_err(io(&known))?;
