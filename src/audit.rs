@@ -3,6 +3,10 @@
 //! log line, nor a field of this one. It never writes anywhere itself: the
 //! caller (or an event collector) decides where a rendered line goes.
 
+mod record;
+
+pub(crate) use record::{now_rfc3339, Format, Record};
+
 use crate::tool::Tool;
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
@@ -36,6 +40,13 @@ pub(crate) enum Event<'a> {
     },
     /// One connection through the egress gate, as it ended.
     UpstreamConnect(UpstreamConnect<'a>),
+    /// An event of SPEC 11's trail (`session.start`, ..., the monitor's
+    /// own lines) in `LOG_FORMAT`, stamped with `ts`.
+    Record {
+        record: &'a Record,
+        format: Format,
+        ts: &'a str,
+    },
 }
 
 /// The fields of an `upstream.connect` line (SPEC 14).
@@ -95,7 +106,8 @@ impl fmt::Display for CommandExit {
     }
 }
 
-/// The one text rendering of an event: a single line, no newline.
+/// The one rendering of an event: a single line, no newline. A
+/// [`Event::Record`] is in its `LOG_FORMAT`; the other events are text.
 pub(crate) fn render(event: &Event<'_>) -> String {
     match event {
         Event::BrokerAllow { request } => {
@@ -142,7 +154,18 @@ pub(crate) fn render(event: &Event<'_>) -> String {
             s
         }
         Event::UpstreamConnect(c) => render_upstream_connect(c),
+        Event::Record { record, format, ts } => record.render(*format, ts),
     }
+}
+
+/// `record` in `format`, stamped with the time now, through [`render`].
+pub(crate) fn render_now(record: &Record, format: Format) -> String {
+    let ts = now_rfc3339();
+    render(&Event::Record {
+        record,
+        format,
+        ts: &ts,
+    })
 }
 
 fn render_upstream_connect(c: &UpstreamConnect<'_>) -> String {

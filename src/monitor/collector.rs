@@ -5,11 +5,11 @@
 //! without one. The monitor decides who a session is; a message never
 //! names its own identity, client address or transport.
 
-use super::event::{Event, Format};
 use super::procs::{self, ProcKey};
 use super::protocol::{Msg, Reply, MAX_MESSAGE};
 use super::relay::{client_key, Accepted, Said};
 use super::Shared;
+use crate::audit::{Format, Record};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -112,16 +112,15 @@ impl Shared {
         }
     }
 
-    pub(crate) fn emit(&self, e: Event) {
-        self.out
-            .line(e.render(self.format, &super::event::now_rfc3339()));
+    pub(crate) fn emit(&self, e: Record) {
+        self.out.line(crate::audit::render_now(&e, self.format));
     }
 
     /// A line of the monitor's own (not an audit event).
     pub(crate) fn note(&self, msg: &str) {
         match self.format {
             Format::Text => self.out.line(format!("bastion-monitor: {msg}")),
-            Format::Json => self.emit(Event::new("monitor").str("message", msg)),
+            Format::Json => self.emit(Record::new("monitor").str("message", msg)),
         }
     }
 }
@@ -181,7 +180,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
             } => match start(&shared, pid, &mode, ssh_connection, http_who, http_client).await {
                 Ok(s) => {
                     shared.emit(
-                        common(Event::new("session.start"), &s)
+                        common(Record::new("session.start"), &s)
                             .str("mode", s.mode)
                             .bool("tty", tty)
                             .opt("request", request),
@@ -221,14 +220,14 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 let s = session.as_mut().expect("checked above");
                 let e = if allow {
                     shared.state.lock().unwrap().metrics.allowed += 1;
-                    common(Event::new("command.allow"), s)
+                    common(Record::new("command.allow"), s)
                         .str("request", request)
                         .opt("rule", rule)
                         .opt("source", source)
                 } else {
                     shared.state.lock().unwrap().metrics.denied += 1;
                     s.outcome = Some("denied");
-                    common(Event::new("command.deny"), s)
+                    common(Record::new("command.deny"), s)
                         .str("request", request)
                         .opt("reason", reason)
                 };
@@ -238,7 +237,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
             Msg::Busy => {
                 let s = session.as_mut().expect("checked above");
                 s.outcome = Some("busy");
-                shared.emit(common(Event::new("session.busy"), s));
+                shared.emit(common(Record::new("session.busy"), s));
                 None
             }
             Msg::Register { container } => {
@@ -338,7 +337,7 @@ async fn reap(shared: &Shared, s: &Session) {
 }
 
 /// The common fields of SPEC 11 (`ts` and `event` are added by render).
-fn common(e: Event, s: &Session) -> Event {
+fn common(e: Record, s: &Session) -> Record {
     let e = e
         .str("session", s.id.clone())
         .str("identity", s.identity.clone())
@@ -353,7 +352,7 @@ fn common(e: Event, s: &Session) -> Event {
 fn end(shared: &Shared, s: &Session, exit: &str) {
     let took = s.started.elapsed();
     shared.emit(
-        common(Event::new("session.end"), s)
+        common(Record::new("session.end"), s)
             .str("exit", exit)
             .int("duration_ms", took.as_millis() as i64),
     );
@@ -531,7 +530,7 @@ mod tests {
                 listener: None,
             })),
             logins_changed: Arc::new(tokio::sync::Notify::new()),
-            out: super::super::output::Output::start(Box::new(std::io::sink()), false),
+            out: super::super::output::Output::start(Box::new(std::io::sink()), Format::Text),
             format: Format::Text,
             user: "agent".into(),
             engine: containers.then(|| {

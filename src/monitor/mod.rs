@@ -7,7 +7,6 @@
 //! session is.
 
 mod collector;
-mod event;
 mod keeper;
 mod metrics;
 mod output;
@@ -15,7 +14,7 @@ mod procs;
 pub(crate) mod protocol;
 mod relay;
 
-pub(crate) use event::Format;
+pub(crate) use crate::audit::Format;
 
 use crate::config::{Runtime, RUNTIME_FILE};
 use crate::exit::{self, Failure, Tool};
@@ -114,7 +113,7 @@ fn run(args: Args) -> Result<(), String> {
             listener: None,
         })),
         logins_changed: Arc::new(tokio::sync::Notify::new()),
-        out: output::Output::stderr(format == Format::Json),
+        out: output::Output::stderr(format),
         format,
         user: rt.user.clone().into(),
         engine: rt.session.as_ref().map(|s| Arc::new(s.engine.clone())),
