@@ -429,6 +429,11 @@ impl App {
             Some(s) => match crate::container::slots::acquire(&s.dir, s.max) {
                 Ok(Some(slot)) => Some(slot),
                 Ok(None) => {
+                    // Logged beside the answer, as a busy session.
+                    let (launcher, busy) = (self.launcher.clone(), entry.clone());
+                    tokio::spawn(async move {
+                        launcher.report_busy(&busy, request.as_deref()).await;
+                    });
                     let mut r = text(StatusCode::SERVICE_UNAVAILABLE, crate::lock::BUSY_LINE);
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -249,9 +249,9 @@ async fn connection(stream: UnixStream, shared: Shared) {
                     error,
                 })
             }
-            Msg::End { exit } => {
+            Msg::End { exit, timed_out } => {
                 let s = session.as_ref().expect("checked above");
-                end(&shared, s, &exit);
+                end(&shared, s, &exit, timed_out);
                 // The runner removed its container before reporting the end.
                 containers_ended(&shared, s, if exit == "125" { "failed" } else { "started" });
                 ended = true;
@@ -272,7 +272,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
     }
     if let Some(s) = &session {
         if !ended {
-            end(&shared, s, "lost");
+            end(&shared, s, "lost", false);
             reap(&shared, s).await;
         }
     }
@@ -349,12 +349,14 @@ fn common(e: Record, s: &Session) -> Record {
     })
 }
 
-fn end(shared: &Shared, s: &Session, exit: &str) {
+/// `timed_out`: `SESSION_TIMEOUT` stopped the session (`reason=timeout`).
+fn end(shared: &Shared, s: &Session, exit: &str, timed_out: bool) {
     let took = s.started.elapsed();
     shared.emit(
         common(Record::new("session.end"), s)
             .str("exit", exit)
-            .int("duration_ms", took.as_millis() as i64),
+            .int("duration_ms", took.as_millis() as i64)
+            .opt("reason", timed_out.then_some("timeout")),
     );
     let outcome = match (s.outcome, exit) {
         (_, "lost") => "lost",
@@ -409,7 +411,6 @@ async fn start(
         "force" => "force",
         "broker" => "broker",
         "session" => "session",
-        "image" => "image",
         _ => return Err("unknown mode".into()),
     };
     let (transport, identity, client, key) = if is_listener(shared, pid)
@@ -549,7 +550,7 @@ mod tests {
             id: id.into(),
             identity: "alice".into(),
             transport: "ssh",
-            mode: "image",
+            mode: "session",
             client: "127.0.0.1".into(),
             key: None,
             started: Instant::now(),

@@ -5,6 +5,7 @@
 //! lock), is decided and ends (exactly once, however it ended).
 
 use crate::config::{Mode, Runtime};
+use crate::container::runner::Finished;
 use crate::monitor::protocol::{Client, Msg};
 use crate::session::SessionEnv;
 use crate::wrapper::plan::Decided;
@@ -61,8 +62,26 @@ impl Session {
 
     /// Reports the end and waits until the monitor has logged it.
     pub(crate) fn end(&mut self, exit: String) {
+        self.end_as(exit, false);
+    }
+
+    /// [`Session::end`], saying whether `SESSION_TIMEOUT` ended it.
+    pub(crate) fn end_as(&mut self, exit: String, timed_out: bool) {
         if let Some(c) = &mut self.monitor {
-            let _ = c.ask(&Msg::End { exit });
+            let _ = c.ask(&Msg::End { exit, timed_out });
+        }
+    }
+
+    /// A session container runner's end ([`Finished`]): `SESSION_MAX`
+    /// refusals are busy sessions, as a held lock is.
+    pub(crate) fn finished(&mut self, f: Finished) {
+        match f {
+            Finished::Busy => {
+                self.report(&Msg::Busy);
+                self.end(f.code().to_string());
+            }
+            Finished::Status(c) => self.end(c.to_string()),
+            Finished::Deadline(c) => self.end_as(c.to_string(), true),
         }
     }
 
@@ -102,12 +121,13 @@ impl Session {
     }
 }
 
-/// The mode as the monitor spells it.
+/// The mode as the monitor spells it (SPEC 11: `session` is the session
+/// image's own command).
 pub(crate) fn mode_name(mode: &Mode) -> &'static str {
     match mode {
         Mode::Force { .. } => "force",
         Mode::Broker => "broker",
-        Mode::Image => "image",
+        Mode::Image => "session",
     }
 }
 
