@@ -11,6 +11,7 @@ use super::plan::{self, ApplyLimits, Payload, SessionId};
 use super::settings::{LimitsPolicy, PullPolicy};
 use super::{reap, slots, watch};
 use crate::lock::LockGuard;
+use crate::session::report::Finished;
 use crate::session::{Command, ExecError, Runner};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::IsTerminal;
@@ -61,28 +62,6 @@ pub(crate) struct ContainerRunner<'a> {
 pub(crate) type Register<'a> = Box<dyn FnMut(&str) -> Result<(), String> + 'a>;
 /// See [`ContainerRunner::with_monitor`].
 pub(crate) type Ended<'a> = Box<dyn FnOnce(Finished) + 'a>;
-
-/// How a session ended, as its report tells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Finished {
-    /// The session's exit status (the engine's status of the container:
-    /// 128+N when its command died of signal N, or exited so; the engine
-    /// does not tell the two apart).
-    Status(u8),
-    /// `SESSION_TIMEOUT` stopped it; the status it ended with.
-    Deadline(u8),
-    /// `SESSION_MAX` containers were running: the busy line, exit 0.
-    Busy,
-}
-
-impl Finished {
-    pub(crate) fn code(self) -> u8 {
-        match self {
-            Finished::Status(c) | Finished::Deadline(c) => c,
-            Finished::Busy => crate::exit::OK,
-        }
-    }
-}
 
 impl<'a> ContainerRunner<'a> {
     pub(crate) fn new(rt: &'a SessionRuntime, slot_fd: Option<i32>) -> Self {

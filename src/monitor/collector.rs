@@ -6,10 +6,10 @@
 //! names its own identity, client address or transport.
 
 use super::procs::{self, ProcKey};
-use super::protocol::{Msg, Reply, MAX_MESSAGE};
 use super::relay::{client_key, Accepted, Said};
 use super::Shared;
 use crate::audit::{Format, Record};
+use crate::session::protocol::{Msg, Reply, MAX_MESSAGE};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

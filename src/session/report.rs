@@ -5,10 +5,8 @@
 //! lock), is decided and ends (exactly once, however it ended).
 
 use crate::config::{Mode, Runtime};
-use crate::container::runner::Finished;
-use crate::monitor::protocol::{Client, Msg};
+use crate::session::protocol::{Client, Msg};
 use crate::session::SessionEnv;
-use crate::wrapper::plan::Decided;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -131,6 +129,15 @@ pub(crate) fn mode_name(mode: &Mode) -> &'static str {
     }
 }
 
+/// A broker decision as the monitor is told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decided {
+    pub(crate) request: String,
+    /// The allowing rule and its source; the reason of a deny.
+    pub(crate) rule: Option<(String, String)>,
+    pub(crate) reason: Option<String>,
+}
+
 /// The broker's decision as the monitor is told it.
 pub(crate) fn decision(allow: bool, d: Decided) -> Msg {
     let (rule, source) = d.rule.map_or((None, None), |(r, s)| (Some(r), Some(s)));
@@ -151,6 +158,28 @@ fn random_id() -> Result<String, String> {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
         .map_err(|e| format!("no random session id: {e}"))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// How a session ended, as its report tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finished {
+    /// The session's exit status (the engine's status of the container:
+    /// 128+N when its command died of signal N, or exited so; the engine
+    /// does not tell the two apart).
+    Status(u8),
+    /// `SESSION_TIMEOUT` stopped it; the status it ended with.
+    Deadline(u8),
+    /// `SESSION_MAX` containers were running: the busy line, exit 0.
+    Busy,
+}
+
+impl Finished {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Finished::Status(c) | Finished::Deadline(c) => c,
+            Finished::Busy => crate::exit::OK,
+        }
+    }
 }
 
 /// How an HTTP session ended, as the audit trail spells it.
@@ -226,5 +255,20 @@ impl Report {
             // learns a session was lost.
             End::Lost => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_spelled_as_spec_11_names_them() {
+        let force = Mode::Force {
+            command: "true".into(),
+        };
+        assert_eq!(mode_name(&force), "force");
+        assert_eq!(mode_name(&Mode::Broker), "broker");
+        assert_eq!(mode_name(&Mode::Image), "session");
     }
 }

@@ -9,4 +9,5 @@ pub(crate) mod poll;
 pub(crate) mod privilege;
 pub(crate) mod process_group;
 pub(crate) mod socket;
+pub(crate) mod stop;
 pub(crate) mod unix_connect;
