@@ -224,10 +224,13 @@ fn wait_for_socket(
 
 /// Starts the agent, loads the keys, starts the proxy. The children die
 /// with the process that started them (sshd, once the entrypoint execs).
+/// `events` is the write end of the monitor's socket for the proxy's
+/// events (descriptor 3 of the proxy).
 pub(super) fn start(
     upstreams: &[Checked],
     p: &UpstreamPaths,
     proxy_bin: &Path,
+    events: &std::os::fd::OwnedFd,
 ) -> Result<(), BootError> {
     let agent_bin = super::find_program("ssh-agent")?;
     let add_bin = super::find_program("ssh-add")?;
@@ -315,7 +318,17 @@ pub(super) fn start(
         .arg(&p.metrics)
         .arg("--parent-pid")
         .arg(std::process::id().to_string())
+        .arg("--events-fd")
+        .arg("3")
+        .arg("--log-format")
+        .arg(crate::audit::format().name())
         .stdin(Stdio::null());
+    let fail = |e| BootError::io(format!("start {}", proxy_bin.display()), e);
+    let events = crate::sys::fd::dup_high(events).map_err(fail)?;
+    {
+        use std::os::fd::AsRawFd as _;
+        crate::sys::fd::pass_fds(&mut proxy, vec![(events.as_raw_fd(), 3)]).map_err(fail)?;
+    }
     let mut proxy = proxy
         .spawn()
         .map_err(|e| BootError::io(format!("start {}", proxy_bin.display()), e))?;

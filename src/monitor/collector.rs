@@ -145,6 +145,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut session: Option<Session> = None;
+    let mut wrapper: Option<ProcKey> = None;
     let mut ended = false;
     loop {
         let mut line = Vec::new();
@@ -185,7 +186,18 @@ async fn connection(stream: UnixStream, shared: Shared) {
                             .bool("tty", tty)
                             .opt("request", request),
                     );
-                    shared.state.lock().unwrap().metrics.active(s.transport, 1);
+                    {
+                        let mut st = shared.state.lock().unwrap();
+                        st.metrics.active(s.transport, 1);
+                        // The agent proxy's events name the SSH session
+                        // whose wrapper (this peer) asked.
+                        if s.transport == "ssh" {
+                            if let Some(k) = procs::key(pid) {
+                                st.live.insert(k, (s.id.clone(), s.identity.clone()));
+                                wrapper = Some(k);
+                            }
+                        }
+                    }
                     let reply = Reply {
                         session: Some(s.id.clone()),
                         identity: Some(s.identity.clone()),
@@ -269,6 +281,9 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 break;
             }
         }
+    }
+    if let Some(k) = wrapper {
+        shared.state.lock().unwrap().live.remove(&k);
     }
     if let Some(s) = &session {
         if !ended {
@@ -527,6 +542,7 @@ mod tests {
         Shared {
             state: Arc::new(Mutex::new(super::super::State {
                 logins: Default::default(),
+                live: Default::default(),
                 metrics: Default::default(),
                 listener: None,
             })),

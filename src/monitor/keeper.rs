@@ -58,6 +58,8 @@ pub(crate) struct Keeper {
     pub(crate) runtime: PathBuf,
     pub(crate) sockets: Sockets,
     pub(crate) creds: Credentials,
+    /// `LOG_FORMAT`, for the listener's access lines.
+    pub(crate) format: crate::audit::Format,
 }
 
 impl Keeper {
@@ -68,6 +70,8 @@ impl Keeper {
             .arg("--runtime")
             .arg(&self.runtime)
             .arg("--credentials-stdin")
+            .arg("--log-format")
+            .arg(self.format.name())
             .arg("--listen-fd")
             .arg("3")
             .stdin(Stdio::piped());

@@ -6,6 +6,7 @@
 //! trace nor out-bind it, and nothing a session sends decides who the
 //! session is.
 
+mod agent_log;
 mod collector;
 mod keeper;
 mod metrics;
@@ -44,6 +45,10 @@ struct Args {
     /// Descriptor of the read end of sshd's stderr (a SOCK_SEQPACKET socket).
     #[arg(long, value_name = "FD")]
     sshd_log_fd: Option<i32>,
+    /// Descriptor of the read end of the agent proxies' stderr (the same
+    /// kind of socket): their events.
+    #[arg(long, value_name = "FD")]
+    agent_log_fd: Option<i32>,
     /// HTTP port to keep (the credentials come on stdin).
     #[arg(long, value_name = "PORT")]
     http_port: Option<u16>,
@@ -57,6 +62,9 @@ struct Args {
 
 struct State {
     logins: collector::Logins,
+    /// SSH sessions by their wrapper: (session id, identity), for the
+    /// agent proxy's events.
+    live: std::collections::HashMap<procs::ProcKey, (String, String)>,
     metrics: metrics::Metrics,
     /// The HTTP listener running now.
     listener: Option<procs::ProcKey>,
@@ -98,7 +106,11 @@ fn run(args: Args) -> Result<(), String> {
         None => None,
     };
     let sshd_log = match args.sshd_log_fd {
-        Some(fd) => Some(adopt(fd)?),
+        Some(fd) => Some(adopt("sshd-log-fd", fd)?),
+        None => None,
+    };
+    let agent_log = match args.agent_log_fd {
+        Some(fd) => Some(adopt("agent-log-fd", fd)?),
         None => None,
     };
     let sockets = match args.http_port {
@@ -108,6 +120,7 @@ fn run(args: Args) -> Result<(), String> {
     let shared = Shared {
         state: Arc::new(Mutex::new(State {
             logins: Default::default(),
+            live: Default::default(),
             metrics: Default::default(),
             listener: None,
         })),
@@ -130,6 +143,11 @@ fn run(args: Args) -> Result<(), String> {
             relay::run(fd, s, out, format);
             gone.notify_one();
         });
+    }
+
+    if let Some(fd) = agent_log {
+        let s = shared.clone();
+        std::thread::spawn(move || agent_log::run(fd, s));
     }
 
     let tokio_rt = tokio::runtime::Builder::new_current_thread()
@@ -161,6 +179,7 @@ fn run(args: Args) -> Result<(), String> {
                     runtime: args.runtime.clone(),
                     sockets,
                     creds,
+                    format,
                 };
                 Some(tokio::spawn(k.run(shared.clone(), stopped)))
             }
@@ -185,8 +204,8 @@ fn run(args: Args) -> Result<(), String> {
     })
 }
 
-fn adopt(fd: i32) -> Result<OwnedFd, String> {
-    crate::sys::fd::adopt_inherited(fd).map_err(|e| format!("--sshd-log-fd {fd}: {e}"))
+fn adopt(option: &str, fd: i32) -> Result<OwnedFd, String> {
+    crate::sys::fd::adopt_inherited(fd).map_err(|e| format!("--{option} {fd}: {e}"))
 }
 
 /// The credentials the entrypoint writes on stdin, then closes.
