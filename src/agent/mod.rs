@@ -7,7 +7,7 @@
 //! then becomes the agent's own user for good and non-dumpable, so the
 //! session user can neither signal, trace nor out-bind it.
 
-mod events;
+pub(crate) mod events;
 pub mod policy;
 pub mod protocol;
 mod proxy;
@@ -63,6 +63,13 @@ struct Args {
     /// Keep the upstream counters here, in Prometheus text.
     #[arg(long, value_name = "PATH")]
     metrics_file: Option<PathBuf>,
+    /// Its own lines in `text` or `json` (LOG_FORMAT).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Write the events on this inherited descriptor (the monitor's
+    /// socket) instead of stderr.
+    #[arg(long, value_name = "FD")]
+    events_fd: Option<i32>,
 }
 
 pub fn main() -> ExitCode {
@@ -130,6 +137,14 @@ fn bind(
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if let Some(f) = crate::audit::Format::parse(&args.log_format) {
+        crate::audit::set_format(f);
+    }
+    if let Some(fd) = args.events_fd {
+        let fd =
+            crate::sys::fd::adopt_inherited(fd).map_err(|e| format!("--events-fd {fd}: {e}"))?;
+        events::send_to(fd).map_err(|e| format!("--events-fd: {e}"))?;
+    }
     let targets = load_targets(&args.upstreams)?;
     let client = nix::unistd::User::from_name(&args.client_user)
         .map_err(|e| e.to_string())?
@@ -159,21 +174,24 @@ fn run(args: Args) -> Result<(), String> {
         ..proxy::Limits::default()
     };
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-    Tool::AgentProxy.say(format!(
-        "listening on {} for {} ({}), agent {}",
-        args.listen.display(),
-        if args.any_client {
-            "session containers"
-        } else {
-            &args.client_user
-        },
-        if names.is_empty() {
-            "no upstream".to_owned()
-        } else {
-            names.join(", ")
-        },
-        args.agent.display()
-    ));
+    crate::audit::say(
+        Tool::AgentProxy,
+        format!(
+            "listening on {} for {} ({}), agent {}",
+            args.listen.display(),
+            if args.any_client {
+                "session containers"
+            } else {
+                &args.client_user
+            },
+            if names.is_empty() {
+                "no upstream".to_owned()
+            } else {
+                names.join(", ")
+            },
+            args.agent.display()
+        ),
+    );
     let mut shared = proxy::Shared::new(targets, args.agent, peers, limits, args.metrics_file);
     shared.any_peer = args.any_client;
     let shared = Arc::new(shared);

@@ -11,6 +11,7 @@ use super::plan::{self, ApplyLimits, Payload, SessionId};
 use super::settings::{LimitsPolicy, PullPolicy};
 use super::{reap, slots, watch};
 use crate::lock::LockGuard;
+use crate::session::report::Finished;
 use crate::session::{Command, ExecError, Runner};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::IsTerminal;
@@ -63,7 +64,7 @@ pub(crate) struct ContainerRunner<'a> {
 /// See [`ContainerRunner::with_monitor`].
 pub(crate) type Register<'a> = Box<dyn FnMut(&str) -> Result<(), String> + 'a>;
 /// See [`ContainerRunner::with_monitor`].
-pub(crate) type Ended<'a> = Box<dyn FnOnce(u8) + 'a>;
+pub(crate) type Ended<'a> = Box<dyn FnOnce(Finished) + 'a>;
 /// See [`ContainerRunner::with_gate`].
 pub(crate) type OpenGate<'a> = Box<dyn FnOnce() -> Result<(String, String), String> + 'a>;
 
@@ -89,7 +90,7 @@ impl<'a> ContainerRunner<'a> {
     /// The session's monitor connection: `register` is given the
     /// container's name before the container is created (from then on the
     /// monitor removes it if this process dies, whatever kills it), and
-    /// `ended` the exit status after the runner removed it.
+    /// `ended` how the session ended, after the runner removed it.
     pub(crate) fn with_monitor(mut self, register: Register<'a>, ended: Ended<'a>) -> Self {
         self.register = Some(register);
         self.ended = Some(ended);
@@ -112,26 +113,26 @@ impl Runner for ContainerRunner<'_> {
     /// container is removed.
     fn run(mut self, cmd: Command, lock: Option<LockGuard>) -> Result<ExitCode, ExecError> {
         let ended = self.ended.take();
-        let code = self.session(cmd);
+        let finished = self.session(cmd);
         drop(lock);
         if let Some(ended) = ended {
-            ended(code);
+            ended(finished);
         }
-        Ok(ExitCode::from(code))
+        Ok(ExitCode::from(finished.code()))
     }
 }
 
 impl ContainerRunner<'_> {
-    fn session(self, cmd: Command) -> u8 {
+    fn session(self, cmd: Command) -> Finished {
         let mut argv = Vec::with_capacity(cmd.argv.len());
         for a in cmd.argv {
             match a.into_string() {
                 Ok(a) => argv.push(a),
                 Err(raw) => {
-                    return cannot_start(&format!(
+                    return Finished::Status(cannot_start(&format!(
                         "an argument is not UTF-8: {}",
                         crate::audit::escape_bytes(raw.as_bytes())
-                    ))
+                    )))
                 }
             }
         }
@@ -145,14 +146,14 @@ impl ContainerRunner<'_> {
                 (id, identity)
             }
             Some((id, _)) => {
-                return cannot_start(&format!(
+                return Finished::Status(cannot_start(&format!(
                     "session id \"{}\" is not 16 lowercase hex characters",
                     crate::audit::escape(&id)
-                ))
+                )))
             }
             None => match super::new_session_id() {
                 Ok(id) => (id, "unknown".to_owned()),
-                Err(e) => return cannot_start(&format!("no session id: {e}")),
+                Err(e) => return Finished::Status(cannot_start(&format!("no session id: {e}"))),
             },
         };
         let tty = std::io::stdin().is_terminal();
@@ -189,7 +190,8 @@ struct SessionRun<'a> {
 /// What the session's end is, as the runner saw it.
 enum End {
     Exited(std::process::ExitStatus),
-    Signal(Signal),
+    /// An ending signal arrived (HUP, TERM, INT, QUIT).
+    Signal,
     ClientGone,
     Deadline,
 }
@@ -201,7 +203,7 @@ fn cannot_start(reason: &str) -> u8 {
 
 /// Runs the session; the command's exit status, the busy line (exit 0)
 /// when `SESSION_MAX` containers already run, or 125 when it cannot start.
-fn run(s: SessionRun<'_>) -> u8 {
+fn run(s: SessionRun<'_>) -> Finished {
     let rt = s.rt;
     let slot = match s.slot_fd {
         Some(fd) => slots::adopt(&rt.slots_dir, rt.max, fd),
@@ -214,18 +216,20 @@ fn run(s: SessionRun<'_>) -> u8 {
                 use std::io::Write;
                 let _ = writeln!(std::io::stdout(), "{}", crate::lock::BUSY_LINE);
             }
-            return crate::exit::OK;
+            return Finished::Busy;
         }
-        Err(e) => return cannot_start(&format!("no session slot: {e}")),
+        Err(e) => return Finished::Status(cannot_start(&format!("no session slot: {e}"))),
     };
     let limits = match apply_limits(rt) {
         Ok(l) => l,
-        Err(reason) => return cannot_start(&reason),
+        Err(reason) => return Finished::Status(cannot_start(&reason)),
     };
     let image_id = if rt.pull == PullPolicy::Always {
         match super::boot::resolve_image(&rt.engine, &rt.image, rt.pull) {
             Ok(id) => id,
-            Err((problem, _)) => return cannot_start(&format!("{} {problem}", rt.image)),
+            Err((problem, _)) => {
+                return Finished::Status(cannot_start(&format!("{} {problem}", rt.image)))
+            }
         }
     } else {
         rt.image_id.clone()
@@ -235,17 +239,19 @@ fn run(s: SessionRun<'_>) -> u8 {
     // this process dies, whatever kills it.
     if let Some(mut register) = s.register {
         if let Err(reason) = register(&name) {
-            return cannot_start(&reason);
+            return Finished::Status(cannot_start(&reason));
         }
     }
     // SPEC 14: the session's own network to the gate, and nothing else.
     let gate = match (&rt.gate, s.gate) {
         (None, _) => None,
-        (Some(_), None) => return cannot_start("the egress gate needs the bastion's monitor"),
+        (Some(_), None) => {
+            return Finished::Status(cannot_start("the egress gate needs the bastion's monitor"))
+        }
         (Some(_), Some(open)) => {
             match open().and_then(|(n, a)| plan::GateAttach::new(&s.session.id, n, &a)) {
                 Ok(g) => Some(g),
-                Err(reason) => return cannot_start(&reason),
+                Err(reason) => return Finished::Status(cannot_start(&reason)),
             }
         }
     };
@@ -272,14 +278,14 @@ fn run(s: SessionRun<'_>) -> u8 {
     let created = run_bounded(create, CREATE_TIMEOUT);
     if !created.ok {
         let _ = reap::remove_container(&rt.engine, &name);
-        return cannot_start(&created.reason());
+        return Finished::Status(cannot_start(&created.reason()));
     }
-    let code = attach_and_wait(&rt.engine, &name, rt.timeout_secs, mask);
+    let finished = attach_and_wait(&rt.engine, &name, rt.timeout_secs, mask);
     if let Err(e) = reap::remove_container(&rt.engine, &name) {
         say!("[session] {e}");
     }
     drop(slot);
-    code
+    finished
 }
 
 /// The limits to put on the command line, or why the session is refused.
@@ -331,12 +337,17 @@ fn ending_signals() -> SigSet {
 /// `start --attach --interactive NAME` with this process's stdio; waits for
 /// the first of: the CLI ends, an ending signal, the client gone, the
 /// deadline. Returns the session's exit status.
-fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet) -> u8 {
+fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet) -> Finished {
     let mut start = engine.command();
     start.args(["start", "--attach", "--interactive", name]);
     let child = match start.spawn() {
         Ok(c) => c,
-        Err(e) => return cannot_start(&format!("cannot run {}: {e}", engine.cli.display())),
+        Err(e) => {
+            return Finished::Status(cannot_start(&format!(
+                "cannot run {}: {e}",
+                engine.cli.display()
+            )))
+        }
     };
     let pid = child.id();
     let (tx, rx) = mpsc::channel::<End>();
@@ -344,8 +355,8 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
-            if let Ok(sig) = mask.wait() {
-                let _ = tx.send(End::Signal(sig));
+            if mask.wait().is_ok() {
+                let _ = tx.send(End::Signal);
             }
         });
     }
@@ -369,27 +380,24 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
     let stop = |grace: &str| {
         let _ = engine.query(&["stop", "--time", grace, name], QUERY_TIMEOUT);
     };
-    match first {
+    Finished::Status(match first {
         Some(End::Exited(status)) => status_code(status),
         Some(End::Deadline) => {
             say!(
                 "[session] time limit of {timeout_secs} s reached: stopping the session (SIGTERM, then SIGKILL after {TIMEOUT_GRACE_SECS} s)"
             );
             stop(TIMEOUT_GRACE_SECS);
+            return Finished::Deadline(wait_end(&rx, pid));
+        }
+        // Stopped for the session's end: the status the container (or the
+        // CLI, when a signal ended it too) ended with, as on the bastion,
+        // where the command's own end is reported.
+        Some(End::Signal | End::ClientGone) => {
+            stop(HANGUP_GRACE_SECS);
             wait_end(&rx, pid)
         }
-        Some(End::Signal(sig)) => {
-            stop(HANGUP_GRACE_SECS);
-            let _ = wait_end(&rx, pid);
-            128 + sig as u8
-        }
-        Some(End::ClientGone) => {
-            stop(HANGUP_GRACE_SECS);
-            let _ = wait_end(&rx, pid);
-            128 + Signal::SIGHUP as u8
-        }
         None => crate::exit::FAILURE,
-    }
+    })
 }
 
 fn spawn_waiter(mut child: Child, tx: mpsc::Sender<End>) {

@@ -288,11 +288,14 @@ fn wait_for_socket(
 
 /// Starts the agent, loads the keys, starts the proxy. The children die
 /// with the process that started them (sshd, once the entrypoint execs).
+/// `events` is the write end of the monitor's socket for the proxies'
+/// events (descriptor 3 of each proxy).
 pub(super) fn start(
     upstreams: &[Checked],
     p: &UpstreamPaths,
     proxy_bin: &Path,
     share_socket: Option<&Path>,
+    events: &std::os::fd::OwnedFd,
 ) -> Result<(), BootError> {
     let agent_bin = super::find_program("ssh-agent")?;
     let add_bin = super::find_program("ssh-add")?;
@@ -379,15 +382,23 @@ pub(super) fn start(
             .arg(SESSION_USER)
             .arg("--parent-pid")
             .arg(std::process::id().to_string())
+            .arg("--events-fd")
+            .arg("3")
+            .arg("--log-format")
+            .arg(crate::audit::format().name())
             .stdin(Stdio::null());
         if any_client {
             proxy.arg("--any-client");
         } else {
             proxy.arg("--metrics-file").arg(&p.metrics);
         }
-        let mut proxy = proxy
-            .spawn()
-            .map_err(|e| BootError::io(format!("start {}", proxy_bin.display()), e))?;
+        let fail = |e| BootError::io(format!("start {}", proxy_bin.display()), e);
+        let events = crate::sys::fd::dup_high(events).map_err(fail)?;
+        {
+            use std::os::fd::AsRawFd as _;
+            crate::sys::fd::pass_fds(&mut proxy, vec![(events.as_raw_fd(), 3)]).map_err(fail)?;
+        }
+        let mut proxy = proxy.spawn().map_err(fail)?;
         wait_for_socket(listen, &mut proxy, "bastion-agent-proxy")?;
         Ok::<_, BootError>(proxy)
     };

@@ -5,10 +5,10 @@
 //! without one. The monitor decides who a session is; a message never
 //! names its own identity, client address or transport.
 
-use super::event::{Event, Format};
 use super::procs::{self, ProcKey};
 use super::relay::{client_key, Accepted, Said};
 use super::Shared;
+use crate::audit::{Format, Record};
 use crate::container::engine::Engine;
 use crate::gate::network::EngineCli;
 use crate::gate::relay::{ConnectRecord, EventSink, Limits};
@@ -116,16 +116,15 @@ impl Shared {
         }
     }
 
-    pub(crate) fn emit(&self, e: Event) {
-        self.out
-            .line(e.render(self.format, &super::event::now_rfc3339()));
+    pub(crate) fn emit(&self, e: Record) {
+        self.out.line(crate::audit::render_now(&e, self.format));
     }
 
     /// A line of the monitor's own (not an audit event).
     pub(crate) fn note(&self, msg: &str) {
         match self.format {
             Format::Text => self.out.line(format!("bastion-monitor: {msg}")),
-            Format::Json => self.emit(Event::new("monitor").str("message", msg)),
+            Format::Json => self.emit(Record::new("monitor").str("message", msg)),
         }
     }
 }
@@ -151,6 +150,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
     let mut r = BufReader::new(r);
     let mut session: Option<Session> = None;
     let mut gate: Option<SessionGate> = None;
+    let mut wrapper: Option<ProcKey> = None;
     let mut ended = false;
     loop {
         let mut line = Vec::new();
@@ -182,12 +182,23 @@ async fn connection(stream: UnixStream, shared: Shared) {
             } => match start(&shared, pid, &mode, ssh_connection, http_who, http_client).await {
                 Ok(s) => {
                     shared.emit(
-                        common(Event::new("session.start"), &s)
+                        common(Record::new("session.start"), &s)
                             .str("mode", s.mode)
                             .bool("tty", tty)
                             .opt("request", request),
                     );
-                    shared.state.lock().unwrap().metrics.active(s.transport, 1);
+                    {
+                        let mut st = shared.state.lock().unwrap();
+                        st.metrics.active(s.transport, 1);
+                        // The agent proxy's events name the SSH session
+                        // whose wrapper (this peer) asked.
+                        if s.transport == "ssh" {
+                            if let Some(k) = procs::key(pid) {
+                                st.live.insert(k, (s.id.clone(), s.identity.clone()));
+                                wrapper = Some(k);
+                            }
+                        }
+                    }
                     let reply = Reply {
                         session: Some(s.id.clone()),
                         identity: Some(s.identity.clone()),
@@ -221,14 +232,14 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 let s = session.as_mut().expect("checked above");
                 let e = if allow {
                     shared.state.lock().unwrap().metrics.allowed += 1;
-                    common(Event::new("command.allow"), s)
+                    common(Record::new("command.allow"), s)
                         .str("request", request)
                         .opt("rule", rule)
                         .opt("source", source)
                 } else {
                     shared.state.lock().unwrap().metrics.denied += 1;
                     s.outcome = Some("denied");
-                    common(Event::new("command.deny"), s)
+                    common(Record::new("command.deny"), s)
                         .str("request", request)
                         .opt("reason", reason)
                 };
@@ -238,7 +249,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
             Msg::Busy => {
                 let s = session.as_mut().expect("checked above");
                 s.outcome = Some("busy");
-                shared.emit(common(Event::new("session.busy"), s));
+                shared.emit(common(Record::new("session.busy"), s));
                 None
             }
             Msg::Register { container } => {
@@ -270,9 +281,9 @@ async fn connection(stream: UnixStream, shared: Shared) {
                     }
                 })
             }
-            Msg::End { exit } => {
+            Msg::End { exit, timed_out } => {
                 let s = session.as_ref().expect("checked above");
-                end(&shared, s, &exit);
+                end(&shared, s, &exit, timed_out);
                 // The runner removed its container before reporting the end.
                 containers_ended(&shared, s, if exit == "125" { "failed" } else { "started" });
                 close_gate(&shared, s, gate.take()).await;
@@ -291,9 +302,12 @@ async fn connection(stream: UnixStream, shared: Shared) {
             }
         }
     }
+    if let Some(k) = wrapper {
+        shared.state.lock().unwrap().live.remove(&k);
+    }
     if let Some(s) = &session {
         if !ended {
-            end(&shared, s, "lost");
+            end(&shared, s, "lost", false);
             reap(&shared, s).await;
         }
         // After the container is gone: nothing is left on the network.
@@ -328,7 +342,7 @@ async fn open_gate(
     };
     let out = shared.clone();
     let sink: EventSink = std::sync::Arc::new(move |r: ConnectRecord| {
-        out.emit(connect_event(&r));
+        out.emit(r.record());
     });
     SessionGate::open(spec, &engine_cli(&engine), sink)
         .await
@@ -352,27 +366,6 @@ async fn close_gate(shared: &Shared, s: &Session, gate: Option<SessionGate>) {
             s.id
         ));
     }
-}
-
-/// One `upstream.connect` event (SPEC 14).
-fn connect_event(r: &ConnectRecord) -> Event {
-    Event::new("upstream.connect")
-        .str("session", r.session.clone())
-        .str("identity", r.identity.clone())
-        .str("upstream", r.upstream.clone())
-        .str("target", r.target.clone())
-        .str("client", r.client.to_string())
-        .int("bytes_up", i64::try_from(r.bytes_up).unwrap_or(i64::MAX))
-        .int(
-            "bytes_down",
-            i64::try_from(r.bytes_down).unwrap_or(i64::MAX),
-        )
-        .int(
-            "duration_ms",
-            i64::try_from(r.duration.as_millis()).unwrap_or(i64::MAX),
-        )
-        .str("outcome", r.outcome.word())
-        .opt("reason", r.outcome.reason().map(str::to_owned))
 }
 
 /// A session container the session will create: only the one named after
@@ -434,7 +427,7 @@ async fn reap(shared: &Shared, s: &Session) {
 }
 
 /// The common fields of SPEC 11 (`ts` and `event` are added by render).
-fn common(e: Event, s: &Session) -> Event {
+fn common(e: Record, s: &Session) -> Record {
     let e = e
         .str("session", s.id.clone())
         .str("identity", s.identity.clone())
@@ -446,12 +439,14 @@ fn common(e: Event, s: &Session) -> Event {
     })
 }
 
-fn end(shared: &Shared, s: &Session, exit: &str) {
+/// `timed_out`: `SESSION_TIMEOUT` stopped the session (`reason=timeout`).
+fn end(shared: &Shared, s: &Session, exit: &str, timed_out: bool) {
     let took = s.started.elapsed();
     shared.emit(
-        common(Event::new("session.end"), s)
+        common(Record::new("session.end"), s)
             .str("exit", exit)
-            .int("duration_ms", took.as_millis() as i64),
+            .int("duration_ms", took.as_millis() as i64)
+            .opt("reason", timed_out.then_some("timeout")),
     );
     let outcome = match (s.outcome, exit) {
         (_, "lost") => "lost",
@@ -622,11 +617,12 @@ mod tests {
         Shared {
             state: Arc::new(Mutex::new(super::super::State {
                 logins: Default::default(),
+                live: Default::default(),
                 metrics: Default::default(),
                 listener: None,
             })),
             logins_changed: Arc::new(tokio::sync::Notify::new()),
-            out: super::super::output::Output::start(Box::new(std::io::sink()), false),
+            out: super::super::output::Output::start(Box::new(std::io::sink()), Format::Text),
             format: Format::Text,
             user: "agent".into(),
             gate: None,

@@ -75,6 +75,8 @@ pub(crate) struct Keeper {
     pub(crate) runtime: PathBuf,
     pub(crate) sockets: Sockets,
     pub(crate) creds: Credentials,
+    /// `LOG_FORMAT`, for the listener's access lines.
+    pub(crate) format: crate::audit::Format,
 }
 
 impl Keeper {
@@ -85,6 +87,8 @@ impl Keeper {
             .arg("--runtime")
             .arg(&self.runtime)
             .arg("--credentials-stdin")
+            .arg("--log-format")
+            .arg(self.format.name())
             .stdin(Stdio::piped());
         let mut fds = Vec::with_capacity(self.sockets.fds.len());
         for (fd, n) in self.sockets.fds.iter().zip(3..) {

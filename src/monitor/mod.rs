@@ -6,15 +6,15 @@
 //! trace nor out-bind it, and nothing a session sends decides who the
 //! session is.
 
+mod agent_log;
 mod collector;
-mod event;
 mod keeper;
 mod metrics;
 mod output;
 mod procs;
 mod relay;
 
-pub(crate) use event::Format;
+pub(crate) use crate::audit::Format;
 
 use crate::config::{Runtime, RUNTIME_FILE};
 use crate::exit::{self, Failure, Tool};
@@ -45,6 +45,10 @@ struct Args {
     /// Descriptor of the read end of sshd's stderr (a SOCK_SEQPACKET socket).
     #[arg(long, value_name = "FD")]
     sshd_log_fd: Option<i32>,
+    /// Descriptor of the read end of the agent proxies' stderr (the same
+    /// kind of socket): their events.
+    #[arg(long, value_name = "FD")]
+    agent_log_fd: Option<i32>,
     /// HTTP port to keep (the credentials come on stdin).
     #[arg(long, value_name = "PORT")]
     http_port: Option<u16>,
@@ -58,6 +62,9 @@ struct Args {
 
 struct State {
     logins: collector::Logins,
+    /// SSH sessions by their wrapper: (session id, identity), for the
+    /// agent proxy's events.
+    live: std::collections::HashMap<procs::ProcKey, (String, String)>,
     metrics: metrics::Metrics,
     /// The HTTP listener running now.
     listener: Option<procs::ProcKey>,
@@ -108,7 +115,11 @@ fn run(args: Args) -> Result<(), String> {
         None => None,
     };
     let sshd_log = match args.sshd_log_fd {
-        Some(fd) => Some(adopt(fd)?),
+        Some(fd) => Some(adopt("sshd-log-fd", fd)?),
+        None => None,
+    };
+    let agent_log = match args.agent_log_fd {
+        Some(fd) => Some(adopt("agent-log-fd", fd)?),
         None => None,
     };
     // SPEC 14: with the egress gate, the bastion's own listeners keep to
@@ -129,11 +140,12 @@ fn run(args: Args) -> Result<(), String> {
     let shared = Shared {
         state: Arc::new(Mutex::new(State {
             logins: Default::default(),
+            live: Default::default(),
             metrics: Default::default(),
             listener: None,
         })),
         logins_changed: Arc::new(tokio::sync::Notify::new()),
-        out: output::Output::stderr(format == Format::Json),
+        out: output::Output::stderr(format),
         format,
         user: rt.user.clone().into(),
         engine: rt.session.as_ref().map(|s| Arc::new(s.engine.clone())),
@@ -158,6 +170,11 @@ fn run(args: Args) -> Result<(), String> {
             relay::run(fd, s, out, format);
             gone.notify_one();
         });
+    }
+
+    if let Some(fd) = agent_log {
+        let s = shared.clone();
+        std::thread::spawn(move || agent_log::run(fd, s));
     }
 
     let tokio_rt = tokio::runtime::Builder::new_current_thread()
@@ -208,6 +225,7 @@ fn run(args: Args) -> Result<(), String> {
                     runtime: args.runtime.clone(),
                     sockets,
                     creds,
+                    format,
                 };
                 Some(tokio::spawn(k.run(shared.clone(), stopped)))
             }
@@ -232,8 +250,8 @@ fn run(args: Args) -> Result<(), String> {
     })
 }
 
-fn adopt(fd: i32) -> Result<OwnedFd, String> {
-    crate::sys::fd::adopt_inherited(fd).map_err(|e| format!("--sshd-log-fd {fd}: {e}"))
+fn adopt(option: &str, fd: i32) -> Result<OwnedFd, String> {
+    crate::sys::fd::adopt_inherited(fd).map_err(|e| format!("--{option} {fd}: {e}"))
 }
 
 /// The credentials the entrypoint writes on stdin, then closes.

@@ -4,6 +4,7 @@
 //! queue is full the line is dropped and counted, and a `log.dropped`
 //! line says how many once the writer catches up.
 
+use crate::audit::{Format, Record};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -26,11 +27,12 @@ pub(crate) struct Output {
 
 impl Output {
     /// Starts the writer thread on this process's stderr.
-    pub(crate) fn stderr(json: bool) -> Output {
-        Self::start(Box::new(std::io::stderr()), json)
+    pub(crate) fn stderr(format: Format) -> Output {
+        Self::start(Box::new(std::io::stderr()), format)
     }
 
-    pub(crate) fn start(mut sink: Box<dyn std::io::Write + Send>, json: bool) -> Output {
+    /// `format` is the `log.dropped` line's.
+    pub(crate) fn start(mut sink: Box<dyn std::io::Write + Send>, format: Format) -> Output {
         let (tx, rx) = sync_channel::<String>(QUEUE_LINES);
         let dropped = Arc::new(AtomicU64::new(0));
         let seen = dropped.clone();
@@ -41,12 +43,11 @@ impl Output {
             while let Ok(line) = rx.recv() {
                 let now = seen.load(Ordering::Relaxed);
                 if now != reported {
-                    let (ts, n) = (super::event::now_rfc3339(), now - reported);
-                    let note = if json {
-                        format!("{{\"ts\":\"{ts}\",\"event\":\"log.dropped\",\"count\":{n},\"total\":{now}}}\n")
-                    } else {
-                        format!("ts={ts} event=log.dropped count={n} total={now}\n")
-                    };
+                    let dropped = Record::new("log.dropped")
+                        .int("count", (now - reported) as i64)
+                        .int("total", now as i64);
+                    let mut note = crate::audit::render_now(&dropped, format);
+                    note.push('\n');
                     let _ = sink.write_all(note.as_bytes());
                     reported = now;
                 }
@@ -125,7 +126,7 @@ mod tests {
     fn a_stuck_reader_drops_and_counts_instead_of_blocking() {
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let got = Arc::new(Mutex::new(Vec::new()));
-        let out = Output::start(Box::new(Stuck(gate.clone(), got.clone())), false);
+        let out = Output::start(Box::new(Stuck(gate.clone(), got.clone())), Format::Text);
         let t = std::time::Instant::now();
         for i in 0..(QUEUE_LINES * 3) {
             out.line(format!("event=x n={i}"));
@@ -150,7 +151,7 @@ mod tests {
     fn long_lines_are_cut_to_4_kib() {
         let got = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new((Mutex::new(true), Condvar::new()));
-        let out = Output::start(Box::new(Stuck(gate, got.clone())), false);
+        let out = Output::start(Box::new(Stuck(gate, got.clone())), Format::Text);
         out.line("é".repeat(5000));
         std::thread::sleep(std::time::Duration::from_millis(100));
         let g = got.lock().unwrap();

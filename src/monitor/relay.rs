@@ -7,9 +7,9 @@
 //! which key authenticated which client address, which identity
 //! `bastion-keys` gave that key, and failed logins.
 
-use super::event::{self, Event, Format};
 use super::output::Output;
 use super::Shared;
+use crate::audit::{Format, Record};
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
@@ -96,11 +96,10 @@ fn emit(out: &Output, format: Format, record: &[u8]) {
     let text = crate::audit::escape_bytes(strip_end(record));
     match format {
         Format::Text => out.line(text),
-        Format::Json => out.line(
-            Event::new("sshd")
-                .str("message", text)
-                .render(Format::Json, &event::now_rfc3339()),
-        ),
+        Format::Json => out.line(crate::audit::render_now(
+            &Record::new("sshd").str("message", text),
+            Format::Json,
+        )),
     }
 }
 

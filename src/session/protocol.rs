@@ -52,8 +52,13 @@ pub(crate) enum Msg {
     /// Open the session's egress gate (SPEC 14), after its container is
     /// registered: answered with the network and the gate's address.
     Gate,
-    /// The session is over: `exit` is the status or `signal:N`.
-    End { exit: String },
+    /// The session is over: `exit` is the status or `signal:N`;
+    /// `timed_out`: `SESSION_TIMEOUT` stopped it.
+    End {
+        exit: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        timed_out: bool,
+    },
     /// The HTTP listener refused credentials.
     HttpAuthFailure,
 }
@@ -143,7 +148,8 @@ mod tests {
         assert_eq!(
             e,
             Msg::End {
-                exit: "signal:9".into()
+                exit: "signal:9".into(),
+                timed_out: false,
             }
         );
         assert!(serde_json::from_str::<Msg>(r#"{"op":"nope"}"#).is_err());

@@ -60,8 +60,26 @@ impl Session {
 
     /// Reports the end and waits until the monitor has logged it.
     pub(crate) fn end(&mut self, exit: String) {
+        self.end_as(exit, false);
+    }
+
+    /// [`Session::end`], saying whether `SESSION_TIMEOUT` ended it.
+    pub(crate) fn end_as(&mut self, exit: String, timed_out: bool) {
         if let Some(c) = &mut self.monitor {
-            let _ = c.ask(&Msg::End { exit });
+            let _ = c.ask(&Msg::End { exit, timed_out });
+        }
+    }
+
+    /// A session container runner's end ([`Finished`]): `SESSION_MAX`
+    /// refusals are busy sessions, as a held lock is.
+    pub(crate) fn finished(&mut self, f: Finished) {
+        match f {
+            Finished::Busy => {
+                self.report(&Msg::Busy);
+                self.end(f.code().to_string());
+            }
+            Finished::Status(c) => self.end(c.to_string()),
+            Finished::Deadline(c) => self.end_as(c.to_string(), true),
         }
     }
 
@@ -117,7 +135,8 @@ impl Session {
     }
 }
 
-/// The mode as the monitor spells it.
+/// The mode as the monitor spells it (SPEC 11: `session` is the session
+/// image's own command).
 pub(crate) fn mode_name(mode: &Mode) -> &'static str {
     match mode {
         Mode::Force { .. } => "force",
@@ -155,6 +174,28 @@ fn random_id() -> Result<String, String> {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
         .map_err(|e| format!("no random session id: {e}"))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// How a session ended, as its report tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finished {
+    /// The session's exit status (the engine's status of the container:
+    /// 128+N when its command died of signal N, or exited so; the engine
+    /// does not tell the two apart).
+    Status(u8),
+    /// `SESSION_TIMEOUT` stopped it; the status it ended with.
+    Deadline(u8),
+    /// `SESSION_MAX` containers were running: the busy line, exit 0.
+    Busy,
+}
+
+impl Finished {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Finished::Status(c) | Finished::Deadline(c) => c,
+            Finished::Busy => crate::exit::OK,
+        }
+    }
 }
 
 /// How an HTTP session ended, as the audit trail spells it.

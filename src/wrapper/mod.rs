@@ -125,7 +125,7 @@ fn container_runner<'a>(
     runner
         .with_monitor(
             Box::new(|name: &str| session.borrow_mut().register(name)),
-            Box::new(|code: u8| session.borrow_mut().end(code.to_string())),
+            Box::new(|f| session.borrow_mut().finished(f)),
         )
         .with_gate(Box::new(|| session.borrow_mut().gate()))
 }
