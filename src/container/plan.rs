@@ -98,11 +98,17 @@ pub(crate) fn create_argv(
     push(&["--name", &name, "--hostname", &short_hostname(&session.id)]);
     push(&["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]);
     match gate {
+        // The gate is named in /etc/hosts; no name needs DNS. The engine's
+        // embedded resolver would forward other names to the host's
+        // servers (a way out by DNS queries): it is pointed at the
+        // container's own loopback, where nothing answers.
         Some(g) => push(&[
             "--network",
             &g.network,
             "--add-host",
             &format!("{}:{}", crate::gate::network::GATE_ALIAS, g.address),
+            "--dns",
+            "127.0.0.1",
         ]),
         None => push(&["--network", &rt.network]),
     }
@@ -421,6 +427,7 @@ mod tests {
         assert_eq!(a.iter().filter(|x| *x == "--network").count(), 1, "{a:?}");
         assert!(p.contains(&("--network".into(), "bastion-net-0123456789abcdef".into())));
         assert!(p.contains(&("--add-host".into(), "bastion-gate:172.30.0.2".into())));
+        assert!(p.contains(&("--dns".into(), "127.0.0.1".into())), "{a:?}");
         for (file, target) in [
             ("agent.sock", "/run/bastion/upstream/agent.sock"),
             ("known_hosts", "/run/bastion/upstream/known_hosts"),
