@@ -41,6 +41,9 @@ pub(crate) struct ApplyLimits {
     pub(crate) pids: bool,
 }
 
+/// The DNS server of a gated session container: one nothing answers for.
+const NO_DNS: &str = "192.0.2.1";
+
 /// Where a session container of the egress gate (SPEC 14) is attached:
 /// its own network, the gate's address there as `bastion-gate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,15 +103,17 @@ pub(crate) fn create_argv(
     match gate {
         // The gate is named in /etc/hosts; no name needs DNS. The engine's
         // embedded resolver would forward other names to the host's
-        // servers (a way out by DNS queries): it is pointed at the
-        // container's own loopback, where nothing answers.
+        // servers (a way out by DNS queries): it is pointed at a
+        // documentation address (RFC 5737) the session network has no
+        // route to, not at a loopback one (newer engines send queries for
+        // a loopback server from the host's own namespace).
         Some(g) => push(&[
             "--network",
             &g.network,
             "--add-host",
             &format!("{}:{}", crate::gate::network::GATE_ALIAS, g.address),
             "--dns",
-            "127.0.0.1",
+            NO_DNS,
         ]),
         None => push(&["--network", &rt.network]),
     }
@@ -427,7 +432,7 @@ mod tests {
         assert_eq!(a.iter().filter(|x| *x == "--network").count(), 1, "{a:?}");
         assert!(p.contains(&("--network".into(), "bastion-net-0123456789abcdef".into())));
         assert!(p.contains(&("--add-host".into(), "bastion-gate:172.30.0.2".into())));
-        assert!(p.contains(&("--dns".into(), "127.0.0.1".into())), "{a:?}");
+        assert!(p.contains(&("--dns".into(), NO_DNS.into())), "{a:?}");
         for (file, target) in [
             ("agent.sock", "/run/bastion/upstream/agent.sock"),
             ("known_hosts", "/run/bastion/upstream/known_hosts"),
