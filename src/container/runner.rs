@@ -114,10 +114,10 @@ impl ContainerRunner<'_> {
             match a.into_string() {
                 Ok(a) => argv.push(a),
                 Err(raw) => {
-                    return Finished::Status(cannot_start(&format!(
+                    return cannot_start(&format!(
                         "an argument is not UTF-8: {}",
                         crate::audit::escape_bytes(raw.as_bytes())
-                    )))
+                    ))
                 }
             }
         }
@@ -131,14 +131,14 @@ impl ContainerRunner<'_> {
                 (id, identity)
             }
             Some((id, _)) => {
-                return Finished::Status(cannot_start(&format!(
+                return cannot_start(&format!(
                     "session id \"{}\" is not 16 lowercase hex characters",
                     crate::audit::escape(&id)
-                )))
+                ))
             }
             None => match super::new_session_id() {
                 Ok(id) => (id, "unknown".to_owned()),
-                Err(e) => return Finished::Status(cannot_start(&format!("no session id: {e}"))),
+                Err(e) => return cannot_start(&format!("no session id: {e}")),
             },
         };
         let tty = std::io::stdin().is_terminal();
@@ -179,9 +179,9 @@ enum End {
     Deadline,
 }
 
-fn cannot_start(reason: &str) -> u8 {
+fn cannot_start(reason: &str) -> Finished {
     say!("[session] cannot start: {reason}");
-    CANNOT_START
+    Finished::Status(CANNOT_START)
 }
 
 /// Runs the session; the command's exit status, the busy line (exit 0)
@@ -201,18 +201,16 @@ fn run(s: SessionRun<'_>) -> Finished {
             }
             return Finished::Busy;
         }
-        Err(e) => return Finished::Status(cannot_start(&format!("no session slot: {e}"))),
+        Err(e) => return cannot_start(&format!("no session slot: {e}")),
     };
     let limits = match apply_limits(rt) {
         Ok(l) => l,
-        Err(reason) => return Finished::Status(cannot_start(&reason)),
+        Err(reason) => return cannot_start(&reason),
     };
     let image_id = if rt.pull == PullPolicy::Always {
         match super::boot::resolve_image(&rt.engine, &rt.image, rt.pull) {
             Ok(id) => id,
-            Err((problem, _)) => {
-                return Finished::Status(cannot_start(&format!("{} {problem}", rt.image)))
-            }
+            Err((problem, _)) => return cannot_start(&format!("{} {problem}", rt.image)),
         }
     } else {
         rt.image_id.clone()
@@ -222,7 +220,7 @@ fn run(s: SessionRun<'_>) -> Finished {
     // this process dies, whatever kills it.
     if let Some(mut register) = s.register {
         if let Err(reason) = register(&name) {
-            return Finished::Status(cannot_start(&reason));
+            return cannot_start(&reason);
         }
     }
     let argv = plan::create_argv(rt, &image_id, &s.session, s.tty, limits, &s.payload);
@@ -240,14 +238,14 @@ fn run(s: SessionRun<'_>) -> Finished {
     let created = run_bounded(create, CREATE_TIMEOUT);
     if !created.ok {
         let _ = reap::remove_container(&rt.engine, &name);
-        return Finished::Status(cannot_start(&created.reason()));
+        return cannot_start(&created.reason());
     }
-    let finished = attach_and_wait(&rt.engine, &name, rt.timeout_secs, mask);
+    let code = attach_and_wait(&rt.engine, &name, rt.timeout_secs, mask);
     if let Err(e) = reap::remove_container(&rt.engine, &name) {
         say!("[session] {e}");
     }
     drop(slot);
-    finished
+    code
 }
 
 /// The limits to put on the command line, or why the session is refused.
@@ -304,12 +302,7 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
     start.args(["start", "--attach", "--interactive", name]);
     let child = match start.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            return Finished::Status(cannot_start(&format!(
-                "cannot run {}: {e}",
-                engine.cli.display()
-            )))
-        }
+        Err(e) => return cannot_start(&format!("cannot run {}: {e}", engine.cli.display())),
     };
     let pid = child.id();
     let (tx, rx) = mpsc::channel::<End>();
