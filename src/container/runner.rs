@@ -173,8 +173,7 @@ struct SessionRun<'a> {
 /// What the session's end is, as the runner saw it.
 enum End {
     Exited(std::process::ExitStatus),
-    /// An ending signal arrived (HUP, TERM, INT, QUIT).
-    Signal,
+    Signal(Signal),
     ClientGone,
     Deadline,
 }
@@ -310,8 +309,8 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
-            if mask.wait().is_ok() {
-                let _ = tx.send(End::Signal);
+            if let Ok(sig) = mask.wait() {
+                let _ = tx.send(End::Signal(sig));
             }
         });
     }
@@ -344,12 +343,15 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
             stop(TIMEOUT_GRACE_SECS);
             return Finished::Deadline(wait_end(&rx, pid));
         }
-        // Stopped for the session's end: the status the container (or the
-        // CLI, when a signal ended it too) ended with, as on the bastion,
-        // where the command's own end is reported.
-        Some(End::Signal | End::ClientGone) => {
+        Some(End::Signal(sig)) => {
             stop(HANGUP_GRACE_SECS);
-            wait_end(&rx, pid)
+            let _ = wait_end(&rx, pid);
+            128 + sig as u8
+        }
+        Some(End::ClientGone) => {
+            stop(HANGUP_GRACE_SECS);
+            let _ = wait_end(&rx, pid);
+            128 + Signal::SIGHUP as u8
         }
         None => crate::exit::FAILURE,
     })
