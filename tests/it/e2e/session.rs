@@ -458,12 +458,22 @@ fn a_disconnected_client_leaves_no_container() {
             b.sessions()
         );
     }
-    // Each session ended once, and not as a clean exit.
+    // Each session ended once (its end follows the container's removal),
+    // and not as a clean exit.
+    let ended = |logs: &str| {
+        logs.lines()
+            .filter(|l| l.contains("event=session.end"))
+            .map(str::to_owned)
+            .collect::<Vec<String>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || ended(&b.container.logs()).len()
+            >= 2),
+        "{}",
+        b.container.logs()
+    );
     let logs = b.container.logs();
-    let ends: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("event=session.end"))
-        .collect();
+    let ends = ended(&logs);
     assert_eq!(ends.len(), 2, "{logs}");
     for end in ends {
         assert!(!end.contains(" exit=0 "), "{end}");
