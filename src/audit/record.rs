@@ -73,6 +73,13 @@ impl Record {
         self
     }
 
+    pub(crate) fn opt_int(self, key: &'static str, v: Option<i64>) -> Record {
+        match v {
+            Some(v) => self.int(key, v),
+            None => self,
+        }
+    }
+
     pub(crate) fn bool(mut self, key: &'static str, v: bool) -> Record {
         self.fields.push((key, Value::Bool(v)));
         self

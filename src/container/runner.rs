@@ -51,6 +51,9 @@ pub(crate) struct ContainerRunner<'a> {
     register: Option<Register<'a>>,
     /// Told the session's exit status once the container is removed.
     ended: Option<Ended<'a>>,
+    /// Opens the session's egress gate (SPEC 14) once the container is
+    /// registered: the network and the gate's address.
+    gate: Option<OpenGate<'a>>,
     /// A `SESSION_MAX` slot the HTTP listener took and passed.
     slot_fd: Option<i32>,
     /// The session's id and identity when the monitor gave them; otherwise
@@ -62,6 +65,8 @@ pub(crate) struct ContainerRunner<'a> {
 pub(crate) type Register<'a> = Box<dyn FnMut(&str) -> Result<(), String> + 'a>;
 /// See [`ContainerRunner::with_monitor`].
 pub(crate) type Ended<'a> = Box<dyn FnOnce(Finished) + 'a>;
+/// See [`ContainerRunner::with_gate`].
+pub(crate) type OpenGate<'a> = Box<dyn FnOnce() -> Result<(String, String), String> + 'a>;
 
 impl<'a> ContainerRunner<'a> {
     pub(crate) fn new(rt: &'a SessionRuntime, slot_fd: Option<i32>) -> Self {
@@ -69,6 +74,7 @@ impl<'a> ContainerRunner<'a> {
             rt,
             register: None,
             ended: None,
+            gate: None,
             slot_fd,
             known: None,
         }
@@ -88,6 +94,15 @@ impl<'a> ContainerRunner<'a> {
     pub(crate) fn with_monitor(mut self, register: Register<'a>, ended: Ended<'a>) -> Self {
         self.register = Some(register);
         self.ended = Some(ended);
+        self
+    }
+
+    /// With upstreams declared (the runtime file's `gate`), `open` asks the
+    /// monitor for the session's gate network after the container is
+    /// registered; the container is attached to it only. Without it (no
+    /// monitor), such a session cannot start.
+    pub(crate) fn with_gate(mut self, open: OpenGate<'a>) -> Self {
+        self.gate = Some(open);
         self
     }
 }
@@ -154,6 +169,7 @@ impl ContainerRunner<'_> {
             payload,
             tty,
             register: self.register,
+            gate: self.gate,
             slot_fd: self.slot_fd,
         })
     }
@@ -167,6 +183,7 @@ struct SessionRun<'a> {
     /// The SSH client asked for a PTY (stdin is a terminal).
     tty: bool,
     register: Option<Register<'a>>,
+    gate: Option<OpenGate<'a>>,
     slot_fd: Option<i32>,
 }
 
@@ -222,7 +239,26 @@ fn run(s: SessionRun<'_>) -> Finished {
             return cannot_start(&reason);
         }
     }
-    let argv = plan::create_argv(rt, &image_id, &s.session, s.tty, limits, &s.payload);
+    // SPEC 14: the session's own network to the gate, and nothing else.
+    let gate = match (&rt.gate, s.gate) {
+        (None, _) => None,
+        (Some(_), None) => return cannot_start("the egress gate needs the bastion's monitor"),
+        (Some(_), Some(open)) => {
+            match open().and_then(|(n, a)| plan::GateAttach::new(&s.session.id, n, &a)) {
+                Ok(g) => Some(g),
+                Err(reason) => return cannot_start(&reason),
+            }
+        }
+    };
+    let argv = plan::create_argv(
+        rt,
+        &image_id,
+        &s.session,
+        s.tty,
+        limits,
+        gate.as_ref(),
+        &s.payload,
+    );
     let mut create = rt.engine.command();
     create
         .args(&argv)

@@ -9,6 +9,10 @@ use super::procs::{self, ProcKey};
 use super::relay::{client_key, Accepted, Said};
 use super::Shared;
 use crate::audit::{Format, Record};
+use crate::container::engine::Engine;
+use crate::gate::network::EngineCli;
+use crate::gate::relay::{ConnectRecord, EventSink, Limits};
+use crate::gate::{GateSpec, SessionGate};
 use crate::session::protocol::{Msg, Reply, MAX_MESSAGE};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -145,6 +149,8 @@ async fn connection(stream: UnixStream, shared: Shared) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut session: Option<Session> = None;
+    let mut gate: Option<SessionGate> = None;
+    let mut wrapper: Option<ProcKey> = None;
     let mut ended = false;
     loop {
         let mut line = Vec::new();
@@ -164,11 +170,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
             break;
         };
         let reply = match msg {
-            Msg::Ping => Some(Reply {
-                session: None,
-                identity: None,
-                error: None,
-            }),
+            Msg::Ping => Some(Reply::default()),
             Msg::Start { .. } if session.is_some() => break,
             Msg::Start {
                 mode,
@@ -185,11 +187,22 @@ async fn connection(stream: UnixStream, shared: Shared) {
                             .bool("tty", tty)
                             .opt("request", request),
                     );
-                    shared.state.lock().unwrap().metrics.active(s.transport, 1);
+                    {
+                        let mut st = shared.state.lock().unwrap();
+                        st.metrics.active(s.transport, 1);
+                        // The agent proxy's events name the SSH session
+                        // whose wrapper (this peer) asked.
+                        if s.transport == "ssh" {
+                            if let Some(k) = procs::key(pid) {
+                                st.live.insert(k, (s.id.clone(), s.identity.clone()));
+                                wrapper = Some(k);
+                            }
+                        }
+                    }
                     let reply = Reply {
                         session: Some(s.id.clone()),
                         identity: Some(s.identity.clone()),
-                        error: None,
+                        ..Reply::default()
                     };
                     session = Some(s);
                     Some(reply)
@@ -197,9 +210,8 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 Err(e) => {
                     shared.note(&format!("refused a session from pid {pid}: {e}"));
                     Some(Reply {
-                        session: None,
-                        identity: None,
                         error: Some(e),
+                        ..Reply::default()
                     })
                 }
             },
@@ -244,9 +256,29 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 let s = session.as_mut().expect("checked above");
                 let error = register(&shared, s, container);
                 Some(Reply {
-                    session: None,
-                    identity: None,
                     error,
+                    ..Reply::default()
+                })
+            }
+            Msg::Gate => {
+                let s = session.as_ref().expect("checked above");
+                Some(match open_gate(&shared, s, &gate).await {
+                    Ok(g) => {
+                        let reply = Reply {
+                            network: Some(g.network().to_owned()),
+                            address: Some(g.address().to_string()),
+                            ..Reply::default()
+                        };
+                        gate = Some(g);
+                        reply
+                    }
+                    Err(e) => {
+                        shared.note(&format!("no egress gate for session {}: {e}", s.id));
+                        Reply {
+                            error: Some(e),
+                            ..Reply::default()
+                        }
+                    }
                 })
             }
             Msg::End { exit, timed_out } => {
@@ -254,11 +286,11 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 end(&shared, s, &exit, timed_out);
                 // The runner removed its container before reporting the end.
                 containers_ended(&shared, s, if exit == "125" { "failed" } else { "started" });
+                close_gate(&shared, s, gate.take()).await;
                 ended = true;
                 Some(Reply {
                     session: Some(s.id.clone()),
-                    identity: None,
-                    error: None,
+                    ..Reply::default()
                 })
             }
         };
@@ -270,11 +302,69 @@ async fn connection(stream: UnixStream, shared: Shared) {
             }
         }
     }
+    if let Some(k) = wrapper {
+        shared.state.lock().unwrap().live.remove(&k);
+    }
     if let Some(s) = &session {
         if !ended {
             end(&shared, s, "lost", false);
             reap(&shared, s).await;
         }
+        // After the container is gone: nothing is left on the network.
+        close_gate(&shared, s, gate.take()).await;
+    }
+}
+
+/// Opens the egress gate of session `s` (SPEC 14): only where the gate is
+/// configured, once, and only after the session's container is registered
+/// (so a lost session's container is removed before its network).
+async fn open_gate(
+    shared: &Shared,
+    s: &Session,
+    open: &Option<SessionGate>,
+) -> Result<SessionGate, String> {
+    let (Some(cfg), Some(engine)) = (shared.gate.clone(), shared.engine.clone()) else {
+        return Err("this bastion has no egress gate (no UPSTREAMS with SESSION_IMAGE)".into());
+    };
+    if open.is_some() {
+        return Err("the session's gate is open already".into());
+    }
+    if s.resources.is_empty() {
+        return Err("no session container is registered".into());
+    }
+    let spec = GateSpec {
+        session: s.id.clone(),
+        identity: s.identity.clone(),
+        instance: cfg.instance.clone(),
+        targets: cfg.runtime.targets.clone(),
+        own_ports: cfg.runtime.own_ports.clone(),
+        limits: Limits::default(),
+    };
+    let out = shared.clone();
+    let sink: EventSink = std::sync::Arc::new(move |r: ConnectRecord| {
+        out.emit(r.record());
+    });
+    SessionGate::open(spec, &engine_cli(&engine), sink)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The engine's CLI for the gate's network calls: the runtime file's
+/// engine, its environment and address.
+pub(crate) fn engine_cli(engine: &std::sync::Arc<Engine>) -> EngineCli {
+    let e = engine.clone();
+    EngineCli::from_command(engine.cli.display().to_string(), move || e.command())
+}
+
+/// Closes the session's gate (its connections are logged
+/// `outcome=gate-closed`), removing its network.
+async fn close_gate(shared: &Shared, s: &Session, gate: Option<SessionGate>) {
+    let Some(g) = gate else { return };
+    if let Err(e) = g.close().await {
+        shared.note(&format!(
+            "warning: session {}: {e} (it is removed at the next boot)",
+            s.id
+        ));
     }
 }
 
@@ -527,6 +617,7 @@ mod tests {
         Shared {
             state: Arc::new(Mutex::new(super::super::State {
                 logins: Default::default(),
+                live: Default::default(),
                 metrics: Default::default(),
                 listener: None,
             })),
@@ -534,6 +625,7 @@ mod tests {
             out: super::super::output::Output::start(Box::new(std::io::sink()), Format::Text),
             format: Format::Text,
             user: "agent".into(),
+            gate: None,
             engine: containers.then(|| {
                 Arc::new(crate::container::engine::Engine {
                     kind: crate::container::settings::EngineKind::Docker,
@@ -588,6 +680,34 @@ mod tests {
         let st = sh.state.lock().unwrap();
         assert_eq!(st.metrics.containers_active, 0);
         assert_eq!(st.metrics.containers.get("started"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn a_gate_opens_only_where_configured_and_after_the_container() {
+        let mut sh = shared(true);
+        let mut s = session("0123456789abcdef");
+        let e = open_gate(&sh, &s, &None).await.err().unwrap();
+        assert!(e.contains("no egress gate"), "{e}");
+        sh.gate = Some(Arc::new(super::super::GateConfig {
+            runtime: crate::gate::GateRuntime {
+                share_source: "/srv/share".into(),
+                targets: Vec::new(),
+                own_ports: vec![22],
+            },
+            instance: "f".repeat(64),
+        }));
+        let e = open_gate(&sh, &s, &None).await.err().unwrap();
+        assert!(e.contains("no session container is registered"), "{e}");
+        assert_eq!(
+            register(&sh, &mut s, "bastion-session-0123456789abcdef".into()),
+            None
+        );
+        // Now the engine is asked (and this one fails): its words come back.
+        let e = open_gate(&sh, &s, &None).await.err().unwrap();
+        assert!(
+            e.starts_with("cannot create the session network bastion-net-0123456789abcdef: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub(crate) enum Msg {
     Busy,
     /// A per-session resource to release when the session is over.
     Register { container: String },
+    /// Open the session's egress gate (SPEC 14), after its container is
+    /// registered: answered with the network and the gate's address.
+    Gate,
     /// The session is over: `exit` is the status or `signal:N`;
     /// `timed_out`: `SESSION_TIMEOUT` stopped it.
     End {
@@ -60,7 +63,7 @@ pub(crate) enum Msg {
     HttpAuthFailure,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Reply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) session: Option<String>,
@@ -68,6 +71,12 @@ pub(crate) struct Reply {
     pub(crate) identity: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// The session's gate network (answer to [`Msg::Gate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) network: Option<String>,
+    /// The gate's address on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) address: Option<String>,
 }
 
 /// How long a client waits for the monitor before giving up.
@@ -144,5 +153,9 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<Msg>(r#"{"op":"nope"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&Msg::Gate).unwrap(),
+            r#"{"op":"gate"}"#
+        );
     }
 }

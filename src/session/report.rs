@@ -112,6 +112,22 @@ impl Session {
         }
     }
 
+    /// Asks the monitor to open the session's egress gate (SPEC 14), after
+    /// [`Session::register`]: the network and the gate's address there.
+    pub(crate) fn gate(&mut self) -> Result<(String, String), String> {
+        let Some(c) = &mut self.monitor else {
+            return Err("the egress gate needs the bastion's monitor".into());
+        };
+        let reply = c
+            .ask(&Msg::Gate)
+            .map_err(|e| format!("the monitor did not open the egress gate: {e}"))?;
+        match (reply.network, reply.address, reply.error) {
+            (Some(n), Some(a), None) => Ok((n, a)),
+            (_, _, Some(e)) => Err(e),
+            _ => Err("the monitor gave no gate network".into()),
+        }
+    }
+
     /// `env` plus who the session is (the command's environment).
     pub(crate) fn tag(&self, env: SessionEnv) -> SessionEnv {
         env.with("BASTION_IDENTITY", &self.identity)

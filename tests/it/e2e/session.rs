@@ -722,6 +722,11 @@ fn sigkilled_session_processes_leave_no_container() {
         b.sessions()
     );
     let _ = client.join();
+    // Counted once the monitor's removal returned (just after the
+    // container is gone).
+    eventually(Duration::from_secs(10), || {
+        metrics().contains("bastion_session_containers_total{outcome=\"reaped\"} 1")
+    });
     let m = metrics();
     for want in [
         "bastion_session_containers_total{outcome=\"started\"} 1",
