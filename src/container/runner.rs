@@ -129,10 +129,10 @@ impl ContainerRunner<'_> {
             match a.into_string() {
                 Ok(a) => argv.push(a),
                 Err(raw) => {
-                    return Finished::Status(cannot_start(&format!(
+                    return cannot_start(&format!(
                         "an argument is not UTF-8: {}",
                         crate::audit::escape_bytes(raw.as_bytes())
-                    )))
+                    ))
                 }
             }
         }
@@ -146,14 +146,14 @@ impl ContainerRunner<'_> {
                 (id, identity)
             }
             Some((id, _)) => {
-                return Finished::Status(cannot_start(&format!(
+                return cannot_start(&format!(
                     "session id \"{}\" is not 16 lowercase hex characters",
                     crate::audit::escape(&id)
-                )))
+                ))
             }
             None => match super::new_session_id() {
                 Ok(id) => (id, "unknown".to_owned()),
-                Err(e) => return Finished::Status(cannot_start(&format!("no session id: {e}"))),
+                Err(e) => return cannot_start(&format!("no session id: {e}")),
             },
         };
         let tty = std::io::stdin().is_terminal();
@@ -190,15 +190,14 @@ struct SessionRun<'a> {
 /// What the session's end is, as the runner saw it.
 enum End {
     Exited(std::process::ExitStatus),
-    /// An ending signal arrived (HUP, TERM, INT, QUIT).
-    Signal,
+    Signal(Signal),
     ClientGone,
     Deadline,
 }
 
-fn cannot_start(reason: &str) -> u8 {
+fn cannot_start(reason: &str) -> Finished {
     say!("[session] cannot start: {reason}");
-    CANNOT_START
+    Finished::Status(CANNOT_START)
 }
 
 /// Runs the session; the command's exit status, the busy line (exit 0)
@@ -218,18 +217,16 @@ fn run(s: SessionRun<'_>) -> Finished {
             }
             return Finished::Busy;
         }
-        Err(e) => return Finished::Status(cannot_start(&format!("no session slot: {e}"))),
+        Err(e) => return cannot_start(&format!("no session slot: {e}")),
     };
     let limits = match apply_limits(rt) {
         Ok(l) => l,
-        Err(reason) => return Finished::Status(cannot_start(&reason)),
+        Err(reason) => return cannot_start(&reason),
     };
     let image_id = if rt.pull == PullPolicy::Always {
         match super::boot::resolve_image(&rt.engine, &rt.image, rt.pull) {
             Ok(id) => id,
-            Err((problem, _)) => {
-                return Finished::Status(cannot_start(&format!("{} {problem}", rt.image)))
-            }
+            Err((problem, _)) => return cannot_start(&format!("{} {problem}", rt.image)),
         }
     } else {
         rt.image_id.clone()
@@ -239,19 +236,17 @@ fn run(s: SessionRun<'_>) -> Finished {
     // this process dies, whatever kills it.
     if let Some(mut register) = s.register {
         if let Err(reason) = register(&name) {
-            return Finished::Status(cannot_start(&reason));
+            return cannot_start(&reason);
         }
     }
     // SPEC 14: the session's own network to the gate, and nothing else.
     let gate = match (&rt.gate, s.gate) {
         (None, _) => None,
-        (Some(_), None) => {
-            return Finished::Status(cannot_start("the egress gate needs the bastion's monitor"))
-        }
+        (Some(_), None) => return cannot_start("the egress gate needs the bastion's monitor"),
         (Some(_), Some(open)) => {
             match open().and_then(|(n, a)| plan::GateAttach::new(&s.session.id, n, &a)) {
                 Ok(g) => Some(g),
-                Err(reason) => return Finished::Status(cannot_start(&reason)),
+                Err(reason) => return cannot_start(&reason),
             }
         }
     };
@@ -278,14 +273,14 @@ fn run(s: SessionRun<'_>) -> Finished {
     let created = run_bounded(create, CREATE_TIMEOUT);
     if !created.ok {
         let _ = reap::remove_container(&rt.engine, &name);
-        return Finished::Status(cannot_start(&created.reason()));
+        return cannot_start(&created.reason());
     }
-    let finished = attach_and_wait(&rt.engine, &name, rt.timeout_secs, mask);
+    let code = attach_and_wait(&rt.engine, &name, rt.timeout_secs, mask);
     if let Err(e) = reap::remove_container(&rt.engine, &name) {
         say!("[session] {e}");
     }
     drop(slot);
-    finished
+    code
 }
 
 /// The limits to put on the command line, or why the session is refused.
@@ -342,12 +337,7 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
     start.args(["start", "--attach", "--interactive", name]);
     let child = match start.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            return Finished::Status(cannot_start(&format!(
-                "cannot run {}: {e}",
-                engine.cli.display()
-            )))
-        }
+        Err(e) => return cannot_start(&format!("cannot run {}: {e}", engine.cli.display())),
     };
     let pid = child.id();
     let (tx, rx) = mpsc::channel::<End>();
@@ -355,8 +345,8 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
-            if mask.wait().is_ok() {
-                let _ = tx.send(End::Signal);
+            if let Ok(sig) = mask.wait() {
+                let _ = tx.send(End::Signal(sig));
             }
         });
     }
@@ -389,12 +379,15 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
             stop(TIMEOUT_GRACE_SECS);
             return Finished::Deadline(wait_end(&rx, pid));
         }
-        // Stopped for the session's end: the status the container (or the
-        // CLI, when a signal ended it too) ended with, as on the bastion,
-        // where the command's own end is reported.
-        Some(End::Signal | End::ClientGone) => {
+        Some(End::Signal(sig)) => {
             stop(HANGUP_GRACE_SECS);
-            wait_end(&rx, pid)
+            let _ = wait_end(&rx, pid);
+            128 + sig as u8
+        }
+        Some(End::ClientGone) => {
+            stop(HANGUP_GRACE_SECS);
+            let _ = wait_end(&rx, pid);
+            128 + Signal::SIGHUP as u8
         }
         None => crate::exit::FAILURE,
     })
