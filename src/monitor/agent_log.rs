@@ -9,7 +9,6 @@ use super::procs::{self, ProcKey};
 use super::Shared;
 use crate::agent::events::Line;
 use crate::audit::Record;
-use std::io::Read as _;
 use std::os::fd::OwnedFd;
 
 /// How far up from the asking client the session's wrapper may be
@@ -18,16 +17,8 @@ const MAX_DEPTH: usize = 64;
 
 /// Reads records until every proxy is gone. Runs on its own thread.
 pub(crate) fn run(fd: OwnedFd, shared: Shared) {
-    let mut file = std::fs::File::from(fd);
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        let record = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+    super::relay::records(fd, |record| {
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
         match serde_json::from_slice::<Line>(record)
             .ok()
             .and_then(|l| to_record(&shared, l))
@@ -38,7 +29,7 @@ pub(crate) fn run(fd: OwnedFd, shared: Shared) {
                 crate::audit::escape_bytes(record)
             )),
         }
-    }
+    });
 }
 
 /// The event as the audit trail records it; `None` for a name the proxy
