@@ -5,7 +5,7 @@
 //! lock), is decided and ends (exactly once, however it ended).
 
 use crate::config::{Mode, Runtime};
-use crate::monitor::protocol::{Client, Msg};
+use crate::monitor::protocol::{Client, Msg, Reply, CLIENT_TIMEOUT, MAX_MESSAGE};
 use crate::session::SessionEnv;
 use crate::wrapper::plan::Decided;
 use std::net::SocketAddr;
@@ -126,11 +126,7 @@ pub(crate) fn decision(allow: bool, d: Decided) -> Msg {
 /// 16 lowercase hex characters from the kernel's random source (a
 /// session without a monitor still gets an id of the same form).
 fn random_id() -> Result<String, String> {
-    let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .map_err(|e| format!("no random session id: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::sys::random::hex_id().map_err(|e| format!("no random session id: {e}"))
 }
 
 /// How an HTTP session ended, as the audit trail spells it.
@@ -149,24 +145,35 @@ pub(crate) enum End {
 
 /// A started HTTP session. Its monitor connection is close-on-exec and
 /// lives in the listener, which the monitor believes as the one peer that
-/// may report HTTP sessions.
+/// may report HTTP sessions. It is driven on the listener's own thread
+/// (non-blocking, every wait bounded by the client's timeout), so a
+/// request costs no hand-off to another thread to talk to the monitor.
 #[must_use = "a started session must be ended"]
 pub(crate) struct Report {
-    session: Session,
+    id: String,
+    identity: String,
+    monitor: Option<Link>,
 }
 
 impl Report {
     /// An authorized request from `client` (`who`: the Basic user, or
-    /// `bearer`) starts, before the lock. Blocks on the monitor (bounded
-    /// by the client's timeouts): call it off the listener's thread.
-    /// Errors: the message the wrapper gives when its monitor cannot log
-    /// the session; nothing may run.
-    pub(crate) fn start(
+    /// `bearer`) starts, before the lock: waits for the monitor's answer
+    /// (without holding up other requests). Errors: the message the
+    /// wrapper gives when its monitor cannot log the session; nothing may
+    /// run.
+    pub(crate) async fn start(
         rt: &Runtime,
         who: &str,
         client: SocketAddr,
         request: Option<&[u8]>,
     ) -> Result<Self, String> {
+        let Some(path) = rt.monitor_socket.as_deref() else {
+            return Ok(Self {
+                id: random_id()?,
+                identity: "unknown".into(),
+                monitor: None,
+            });
+        };
         let start = Msg::Start {
             mode: mode_name(&rt.mode).into(),
             tty: false,
@@ -178,33 +185,131 @@ impl Report {
             http_who: Some(who.to_owned()),
             http_client: Some(client.to_string()),
         };
-        Session::open(rt.monitor_socket.as_deref(), &start).map(|session| Self { session })
+        let refused = |e: String| {
+            format!(
+                "the bastion's monitor at {} cannot log this session ({e}); nothing was run",
+                crate::audit::escape_path(path)
+            )
+        };
+        let mut link = Link::connect(path).map_err(|e| refused(e.to_string()))?;
+        let reply = link.ask(&start).await.map_err(|e| refused(e.to_string()))?;
+        match (reply.session, reply.identity, reply.error) {
+            (Some(id), Some(identity), None) => Ok(Self {
+                id,
+                identity,
+                monitor: Some(link),
+            }),
+            (_, _, e) => Err(refused(e.unwrap_or_else(|| "no session id".into()))),
+        }
     }
 
     /// The command's environment: `env` plus who the session is.
     pub(crate) fn env(&self, env: SessionEnv) -> SessionEnv {
-        self.session.tag(env)
+        env.with("BASTION_IDENTITY", &self.identity)
+            .with("BASTION_SESSION_ID", &self.id)
     }
 
     /// The lock was held: the busy line goes out.
-    pub(crate) fn busy(&mut self) {
-        self.session.report(&Msg::Busy);
+    pub(crate) async fn busy(&mut self) {
+        self.report(&Msg::Busy).await;
     }
 
     /// The broker decided.
-    pub(crate) fn decided(&mut self, allow: bool, d: Decided) {
-        self.session.report(&decision(allow, d));
+    pub(crate) async fn decided(&mut self, allow: bool, d: Decided) {
+        self.report(&decision(allow, d)).await;
     }
 
-    /// The session is over. Blocks until the monitor has logged it (call
-    /// it off the listener's thread).
-    pub(crate) fn end(mut self, end: End) {
-        match end {
-            End::Code(c) => self.session.end(c.to_string()),
-            End::Signal(n) => self.session.end(format!("signal:{n}")),
-            // Closing the connection without an end is how the monitor
-            // learns a session was lost.
-            End::Lost => {}
+    async fn report(&mut self, m: &Msg) {
+        if let Some(link) = &mut self.monitor {
+            // A monitor that went away sees the connection close and logs
+            // the session as lost; nothing more to do here.
+            let _ = link.send(m).await;
         }
     }
+
+    /// The session is over. Waits until the monitor has logged it.
+    pub(crate) async fn end(mut self, end: End) {
+        let exit = match end {
+            End::Code(c) => c.to_string(),
+            End::Signal(n) => format!("signal:{n}"),
+            // Closing the connection without an end is how the monitor
+            // learns a session was lost.
+            End::Lost => return,
+        };
+        if let Some(link) = &mut self.monitor {
+            let _ = link.ask(&Msg::End { exit }).await;
+        }
+    }
+}
+
+/// One session's connection to the monitor, non-blocking on the
+/// listener's runtime: [`Client`]'s protocol, each wait bounded by
+/// [`CLIENT_TIMEOUT`].
+struct Link {
+    stream: tokio::net::UnixStream,
+    /// Bytes read past the last reply's newline (none, from a monitor that
+    /// answers one line per question).
+    read: Vec<u8>,
+}
+
+impl Link {
+    /// Connects without waiting on a full backlog (close-on-exec, so a
+    /// command never holds the session's connection).
+    fn connect(path: &Path) -> std::io::Result<Link> {
+        let s = crate::sys::unix_connect::connect_unix_nonblocking(path)?;
+        Ok(Link {
+            stream: tokio::net::UnixStream::from_std(s)?,
+            read: Vec::new(),
+        })
+    }
+
+    async fn send(&mut self, m: &Msg) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut line = serde_json::to_vec(m).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        bounded(self.stream.write_all(&line)).await
+    }
+
+    async fn ask(&mut self, m: &Msg) -> std::io::Result<Reply> {
+        self.send(m).await?;
+        let line = bounded(self.read_line()).await?;
+        serde_json::from_slice(&line).map_err(std::io::Error::other)
+    }
+
+    async fn read_line(&mut self) -> std::io::Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt as _;
+        loop {
+            if let Some(at) = self.read.iter().position(|&b| b == b'\n') {
+                let rest = self.read.split_off(at + 1);
+                return Ok(std::mem::replace(&mut self.read, rest));
+            }
+            if self.read.len() >= MAX_MESSAGE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the monitor's answer is too long",
+                ));
+            }
+            self.read.reserve(512);
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the monitor closed the connection",
+                ));
+            }
+        }
+    }
+}
+
+/// `io`, given up after [`CLIENT_TIMEOUT`] (a stuck monitor).
+async fn bounded<T>(
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(CLIENT_TIMEOUT, io)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", CLIENT_TIMEOUT.as_secs()),
+            ))
+        })
 }
