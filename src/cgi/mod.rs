@@ -121,6 +121,9 @@ fn read_stdin_credentials() -> Result<Credentials, Failure> {
 
 fn run(args: Args) -> Result<(), Failure> {
     let runtime = Runtime::load(&args.runtime)?;
+    // Read once, as root, like the runtime file: both are written at boot
+    // and never change while the container runs.
+    let broker = crate::broker::BrokerConfig::preloaded_from_runtime(&runtime);
     let creds = if args.credentials_stdin {
         read_stdin_credentials()?
     } else {
@@ -179,6 +182,7 @@ fn run(args: Args) -> Result<(), Failure> {
             max: s.max,
         });
     let launcher = command::Launcher {
+        broker: Arc::new(broker),
         runtime: Arc::new(runtime),
         account: account.clone(),
         workdir,
