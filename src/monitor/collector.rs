@@ -511,11 +511,7 @@ async fn ssh_identity(shared: &Shared, sshd: ProcKey, conn: Option<&str>) -> Ssh
 
 /// 16 lowercase hex characters from the kernel's random source.
 fn session_id() -> Result<String, String> {
-    let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .map_err(|e| format!("no random session id: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::sys::random::hex_id().map_err(|e| format!("no random session id: {e}"))
 }
 
 #[cfg(test)]
