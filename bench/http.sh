@@ -58,6 +58,8 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   sleep 0.5 # the monitor and its listener end with sshd
+  # The key index the logins started (its own process group, detached).
+  for p in $(pgrep -f -- "--serve-index $WORK/" || true); do kill "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT

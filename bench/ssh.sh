@@ -31,6 +31,8 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 0.5 # the monitor ends with its sshd
+  # The key index the logins started (its own process group, detached).
+  for p in $(pgrep -f -- "--serve-index $T/" || true); do kill "$p" 2>/dev/null || true; done
   rm -rf "$T"
 }
 trap cleanup EXIT
