@@ -114,6 +114,29 @@ pub(crate) fn trusted_peer(sock: &UnixStream) -> Result<(), String> {
     }
 }
 
+/// `mkdir -p` then make `dir` root-owned with `mode`, refusing a symlink.
+pub(crate) fn ensure_root_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let m = fs::symlink_metadata(dir)?;
+    if !m.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    make_root_owned(dir, &m, mode)
+}
+
+pub(crate) fn make_root_owned(p: &Path, m: &fs::Metadata, mode: u32) -> io::Result<()> {
+    if m.uid() != 0 || m.gid() != 0 {
+        std::os::unix::fs::chown(p, Some(0), Some(0))?;
+    }
+    if m.mode() & 0o7777 != mode {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,7 +225,7 @@ fn run(args: Args) -> Result<(), Failure> {
                 stopped.clone(),
             )));
         }
-        let signal = wait_for_stop_signal().await;
+        let signal = crate::sys::stop::stop_signal().await;
         Tool::Cgi.say(format_args!(
             "{signal}: killing running commands and stopping"
         ));
@@ -236,21 +236,4 @@ fn run(args: Args) -> Result<(), Failure> {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, app.commands_finished()).await;
         Ok(())
     })
-}
-
-/// SIGTERM (docker stop, tini) or SIGINT.
-async fn wait_for_stop_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handling the listener still serves until killed.
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }

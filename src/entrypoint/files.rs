@@ -3,33 +3,11 @@
 //! atomically (temp file + rename in the same directory) and never through
 //! a symlink.
 
+use crate::checked::make_root_owned;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-
-/// `mkdir -p` then make `dir` root-owned with `mode`, refusing a symlink.
-pub(crate) fn ensure_root_dir(dir: &Path, mode: u32) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let m = fs::symlink_metadata(dir)?;
-    if !m.is_dir() {
-        return Err(io::Error::other(format!(
-            "{} is not a directory",
-            dir.display()
-        )));
-    }
-    make_root_owned(dir, &m, mode)
-}
-
-fn make_root_owned(p: &Path, m: &fs::Metadata, mode: u32) -> io::Result<()> {
-    if m.uid() != 0 || m.gid() != 0 {
-        std::os::unix::fs::chown(p, Some(0), Some(0))?;
-    }
-    if m.mode() & 0o7777 != mode {
-        fs::set_permissions(p, fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
 
 /// Replaces `path` with `contents`, root-owned with `mode`.
 pub(super) fn write_root_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
@@ -72,6 +50,8 @@ pub(super) fn ensure_lock_file(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checked::ensure_root_dir;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn atomic_write_replaces_and_sets_mode() {

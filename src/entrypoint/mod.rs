@@ -5,7 +5,6 @@
 
 mod docker_group;
 mod files;
-pub(crate) use files::ensure_root_dir;
 mod hostkeys;
 mod settings;
 mod sshd_config;
@@ -97,7 +96,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
     let sshd = find_program("sshd")?;
     let keygen = find_program("ssh-keygen")?;
 
-    files::ensure_root_dir(&p.run_dir, 0o755)
+    crate::checked::ensure_root_dir(&p.run_dir, 0o755)
         .map_err(|e| BootError::io(format!("prepare {}", p.run_dir.display()), e))?;
     prepare_key_index_dir(&p.runtime_file)?;
     let host_keys = hostkeys::ensure(&p.host_keys_dir, &keygen)?;
@@ -298,8 +297,8 @@ fn spawn_monitor(
                 exe.display()
             )));
         }
-        let answered = crate::monitor::protocol::Client::connect(&socket)
-            .and_then(|mut c| c.ask(&crate::monitor::protocol::Msg::Ping))
+        let answered = crate::session::protocol::Client::connect(&socket)
+            .and_then(|mut c| c.ask(&crate::session::protocol::Msg::Ping))
             .is_ok();
         if answered {
             return Ok(());

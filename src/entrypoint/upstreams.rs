@@ -129,8 +129,8 @@ pub(super) fn prepare(upstreams: &[Checked], p: &UpstreamPaths) -> Result<bool, 
         let what = what.display().to_string();
         move |e| BootError::io(format!("prepare {what}"), e)
     };
-    files::ensure_root_dir(&p.public_dir, 0o755).map_err(io(&p.public_dir))?;
-    files::ensure_root_dir(&p.socket_dir, 0o755).map_err(io(&p.socket_dir))?;
+    crate::checked::ensure_root_dir(&p.public_dir, 0o755).map_err(io(&p.public_dir))?;
+    crate::checked::ensure_root_dir(&p.socket_dir, 0o755).map_err(io(&p.socket_dir))?;
     let bastion = nix::unistd::User::from_name(AGENT_USER)
         .ok()
         .flatten()

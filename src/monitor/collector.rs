@@ -7,9 +7,9 @@
 
 use super::event::{Event, Format};
 use super::procs::{self, ProcKey};
-use super::protocol::{Msg, Reply, MAX_MESSAGE};
 use super::relay::{client_key, Accepted, Said};
 use super::Shared;
+use crate::session::protocol::{Msg, Reply, MAX_MESSAGE};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -410,7 +410,6 @@ async fn start(
         "force" => "force",
         "broker" => "broker",
         "session" => "session",
-        "image" => "image",
         _ => return Err("unknown mode".into()),
     };
     let (transport, identity, client, key) = if is_listener(shared, pid)
@@ -546,7 +545,7 @@ mod tests {
             id: id.into(),
             identity: "alice".into(),
             transport: "ssh",
-            mode: "image",
+            mode: "session",
             client: "127.0.0.1".into(),
             key: None,
             started: Instant::now(),

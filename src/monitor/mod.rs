@@ -12,7 +12,6 @@ mod keeper;
 mod metrics;
 mod output;
 mod procs;
-pub(crate) mod protocol;
 mod relay;
 
 pub(crate) use event::Format;
@@ -174,7 +173,7 @@ fn run(args: Args) -> Result<(), String> {
             format.name()
         ));
         let why = tokio::select! {
-            s = wait_for_stop_signal() => s,
+            s = crate::sys::stop::stop_signal() => s,
             _ = sshd_gone.notified() => "sshd is gone",
         };
         shared.note(&format!("{why}: stopping"));
@@ -205,7 +204,7 @@ fn read_credentials() -> Result<crate::cgi::Credentials, String> {
 /// may connect; the monitor checks who it is).
 fn bind_events(socket: &Path) -> Result<std::os::unix::net::UnixListener, String> {
     let dir = socket.parent().unwrap_or(Path::new("/"));
-    crate::entrypoint::ensure_root_dir(dir, 0o755)
+    crate::checked::ensure_root_dir(dir, 0o755)
         .map_err(|e| format!("cannot prepare {}: {e}", dir.display()))?;
     match std::fs::remove_file(socket) {
         Ok(()) => {}
@@ -232,20 +231,5 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
             "{} is missing: {name} must sit next to bastion-monitor",
             p.display()
         ))
-    }
-}
-
-async fn wait_for_stop_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
     }
 }

@@ -17,6 +17,7 @@
 mod env;
 mod exec;
 mod parent;
+pub(crate) mod protocol;
 pub(crate) mod report;
 
 pub(crate) use env::SessionEnv;

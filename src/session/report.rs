@@ -5,9 +5,8 @@
 //! lock), is decided and ends (exactly once, however it ended).
 
 use crate::config::{Mode, Runtime};
-use crate::monitor::protocol::{Client, Msg, Reply, CLIENT_TIMEOUT, MAX_MESSAGE};
+use crate::session::protocol::{Client, Msg, Reply, CLIENT_TIMEOUT, MAX_MESSAGE};
 use crate::session::SessionEnv;
-use crate::wrapper::plan::Decided;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -107,8 +106,17 @@ pub(crate) fn mode_name(mode: &Mode) -> &'static str {
     match mode {
         Mode::Force { .. } => "force",
         Mode::Broker => "broker",
-        Mode::Image => "image",
+        Mode::Image => "session",
     }
+}
+
+/// A broker decision as the monitor is told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decided {
+    pub(crate) request: String,
+    /// The allowing rule and its source; the reason of a deny.
+    pub(crate) rule: Option<(String, String)>,
+    pub(crate) reason: Option<String>,
 }
 
 /// The broker's decision as the monitor is told it.
@@ -312,4 +320,19 @@ async fn bounded<T>(
                 format!("no answer within {} s", CLIENT_TIMEOUT.as_secs()),
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_spelled_as_spec_11_names_them() {
+        let force = Mode::Force {
+            command: "true".into(),
+        };
+        assert_eq!(mode_name(&force), "force");
+        assert_eq!(mode_name(&Mode::Broker), "broker");
+        assert_eq!(mode_name(&Mode::Image), "session");
+    }
 }

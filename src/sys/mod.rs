@@ -10,4 +10,5 @@ pub(crate) mod privilege;
 pub(crate) mod process_group;
 pub(crate) mod random;
 pub(crate) mod socket;
+pub(crate) mod stop;
 pub(crate) mod unix_connect;

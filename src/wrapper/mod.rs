@@ -12,7 +12,7 @@ use crate::config::{Mode, Runtime, RUNTIME_FILE};
 use crate::container::runner::ContainerRunner;
 use crate::exit::{self, Failure, Tool};
 use crate::lock::{self, Acquired, LockGuard};
-use crate::monitor::protocol::Msg;
+use crate::session::protocol::Msg;
 use crate::session::report::{self, Session};
 use crate::session::{self, ParentRunner, Runner, SessionEnv, Status};
 use clap::Parser;

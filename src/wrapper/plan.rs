@@ -8,6 +8,7 @@
 
 use crate::audit::{self, Event};
 use crate::config::{Mode, Runtime, SAFE_PATH};
+use crate::session::report::Decided;
 use crate::session::{Command, ExecError, SessionEnv};
 use crate::tool::Tool;
 use std::ffi::OsString;
@@ -37,15 +38,6 @@ pub(crate) enum Plan {
         /// decided).
         denied: Option<Decided>,
     },
-}
-
-/// A broker decision as the monitor is told it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Decided {
-    pub(crate) request: String,
-    /// The allowing rule and its source; the reason of a deny.
-    pub(crate) rule: Option<(String, String)>,
-    pub(crate) reason: Option<String>,
 }
 
 /// [`plan_with`] with the broker's configuration read from `rt` now.

@@ -573,3 +573,93 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The monitor's pid: the child of the entrypoint (now sshd) whose program
+/// is `bastion-monitor`.
+fn monitor_pid(d: &Daemon) -> u32 {
+    let parent = d.child.id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+            let ppid = after.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(parent)
+                && std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|p| p.ends_with("bastion-monitor"))
+        })
+        .unwrap_or_else(|| panic!("no bastion-monitor under pid {parent}"))
+}
+
+/// What a session with a shell on the bastion would try against the one
+/// process that writes its audit trail: signal it, stop it, trace it, read
+/// its memory, environment and descriptors, replace its event socket. None
+/// of it works, and the monitor keeps logging the next session.
+#[test]
+fn a_session_cannot_stop_trace_or_replace_the_monitor() {
+    let b = Bastion::new("audit-hostile");
+    let pid_file = b.writable_dir().join("monitor.pid");
+    // PTRACE_ATTACH (16) and PTRACE_SEIZE (0x4206) through syscall 101
+    // (x86_64 ptrace; the pid numeric, or perl passes a pointer): either
+    // succeeding means the session can trace it. Opening /proc/PID/mem
+    // needs the same permission as attaching.
+    let hostile = format!(
+        r#"p=$(cat {pid_file})
+echo "pid $p"
+kill -0 "$p" 2>/dev/null && echo SIGNALLABLE
+kill -STOP "$p" 2>/dev/null && echo STOPPED
+kill -9 "$p" 2>/dev/null && echo KILLED
+( exec 3<"/proc/$p/mem" ) 2>/dev/null && echo MEM-READABLE
+cat "/proc/$p/environ" >/dev/null 2>&1 && echo ENV-READABLE
+ls "/proc/$p/fd" >/dev/null 2>&1 && echo FDS-LISTABLE
+perl -e 'exit((syscall(101, 16, $ARGV[0] + 0, 0, 0) == 0 || syscall(101, 0x4206, $ARGV[0] + 0, 0, 0) == 0) ? 0 : 1)' "$p" && echo TRACED
+sock="$(find {root} -name events.sock | head -n 1)"
+echo "sock $sock"
+rm -f "$sock" 2>/dev/null; [ -S "$sock" ] || echo SOCKET-REMOVED
+touch "$(dirname "$sock")/planted" 2>/dev/null && echo DIR-WRITABLE
+exit 0"#,
+        pid_file = pid_file.display(),
+        root = b.root.join(".").display(),
+    );
+    let r = boot(b.force(&hostile));
+    let pid = monitor_pid(&r.d);
+    std::fs::write(&pid_file, pid.to_string()).unwrap();
+    let out = run_expect(&mut r.ssh("alice"), 0);
+    let text = stdout(&out);
+    assert!(text.contains(&format!("pid {pid}\n")), "{text}");
+    assert!(text.contains("sock /"), "no event socket found: {text}");
+    for bad in [
+        "SIGNALLABLE",
+        "STOPPED",
+        "KILLED",
+        "MEM-READABLE",
+        "ENV-READABLE",
+        "FDS-LISTABLE",
+        "TRACED",
+        "SOCKET-REMOVED",
+        "DIR-WRITABLE",
+    ] {
+        assert!(!text.contains(bad), "{bad}:\n{text}");
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("State:") && !l.contains("stopped")),
+        "{status}"
+    );
+    // The attacking session itself was logged, start and end, and so is
+    // the next one.
+    let start = r.wait_event(&[("event", "session.start"), ("identity", "alice")]);
+    r.wait_event(&[
+        ("event", "session.end"),
+        ("session", &start["session"]),
+        ("exit", "0"),
+    ]);
+    run_expect(&mut r.ssh("bob"), 0);
+    let next = r.wait_event(&[("event", "session.start"), ("identity", "bob")]);
+    r.wait_event(&[("event", "session.end"), ("session", &next["session"])]);
+    assert_balanced(&r);
+}

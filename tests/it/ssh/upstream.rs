@@ -205,7 +205,7 @@ fn ssh_prod_works_and_the_key_is_never_readable() {
          grep -rsqF '{secret}' {root} /run /tmp /home /etc 2>/dev/null && echo KEY-IN-FILE\n\
          for p in $(pgrep -x ssh-agent) $(pgrep -x bastion-agent-p); do\n\
            echo \"pid $p\"\n\
-           head -c1 /proc/$p/mem >/dev/null 2>&1 && echo MEM-READABLE\n\
+           ( exec 3</proc/$p/mem ) 2>/dev/null && echo MEM-READABLE\n\
            cat /proc/$p/environ >/dev/null 2>&1 && echo ENV-READABLE\n\
            kill -0 $p 2>/dev/null && echo SIGNALLABLE\n\
            kill -STOP $p 2>/dev/null && echo STOPPED\n\
