@@ -61,6 +61,8 @@ pub(crate) struct Launcher {
     /// The broker's configuration from it, the boot-compiled rules read
     /// when the listener started (root-owned, written once at boot).
     pub(crate) broker: Arc<crate::broker::BrokerConfig>,
+    /// Connections to the monitor between two sessions.
+    pub(crate) monitor_links: Arc<report::Links>,
     pub(crate) account: Account,
     /// The account's home if it exists (the command's working directory).
     pub(crate) workdir: PathBuf,
@@ -270,7 +272,14 @@ impl Launcher {
     /// [`Report::start`] for this request.
     async fn open_report(&self, entry: &Entry, request: Option<&[u8]>) -> Result<Report, String> {
         let who = entry.who.as_ref().map_or("unknown", |w| w.name());
-        Report::start(&self.runtime, who, entry.client, request).await
+        Report::start(
+            &self.runtime,
+            &self.monitor_links,
+            who,
+            entry.client,
+            request,
+        )
+        .await
     }
 
     /// The one place a decided command is started. Session containers

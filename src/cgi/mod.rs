@@ -183,6 +183,7 @@ fn run(args: Args) -> Result<(), Failure> {
         });
     let launcher = command::Launcher {
         broker: Arc::new(broker),
+        monitor_links: Default::default(),
         runtime: Arc::new(runtime),
         account: account.clone(),
         workdir,

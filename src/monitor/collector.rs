@@ -170,7 +170,9 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 identity: None,
                 error: None,
             }),
-            Msg::Start { .. } if session.is_some() => break,
+            // One session at a time; a connection whose session ended may
+            // start the next (the listener keeps its connections).
+            Msg::Start { .. } if session.is_some() && !ended => break,
             Msg::Start {
                 mode,
                 tty,
@@ -193,6 +195,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
                         error: None,
                     };
                     session = Some(s);
+                    ended = false;
                     Some(reply)
                 }
                 Err(e) => {

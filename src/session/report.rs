@@ -9,6 +9,7 @@ use crate::session::protocol::{Client, Msg, Reply, CLIENT_TIMEOUT, MAX_MESSAGE};
 use crate::session::SessionEnv;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// The session as the monitor knows it (or, without a monitor, a fresh
 /// id and identity `unknown`).
@@ -160,7 +161,43 @@ pub(crate) enum End {
 pub(crate) struct Report {
     id: String,
     identity: String,
-    monitor: Option<Link>,
+    monitor: Option<(Link, Arc<Links>)>,
+}
+
+/// The listener's connections to the monitor that are between sessions:
+/// the monitor logs one session at a time on a connection and lets the
+/// next start once the last ended, so a request reuses one instead of
+/// connecting (and being accepted and checked) anew.
+#[derive(Default)]
+pub(crate) struct Links(Mutex<Vec<Link>>);
+
+/// Idle connections kept at most (more than the listener's default bound
+/// on commands running at once).
+const IDLE_LINKS: usize = 64;
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.0.lock().map_or(0, |l| l.len());
+        write!(f, "Links({idle} idle)")
+    }
+}
+
+impl Links {
+    /// A kept connection made through the socket file `socket`; the
+    /// others are dropped (their monitor socket is gone).
+    fn take_for(&self, socket: (u64, u64)) -> Option<Link> {
+        let mut idle = self.0.lock().ok()?;
+        idle.retain(|l| l.socket == Some(socket));
+        idle.pop()
+    }
+
+    fn give(&self, link: Link) {
+        if let Ok(mut idle) = self.0.lock() {
+            if idle.len() < IDLE_LINKS {
+                idle.push(link);
+            }
+        }
+    }
 }
 
 impl Report {
@@ -171,6 +208,7 @@ impl Report {
     /// run.
     pub(crate) async fn start(
         rt: &Runtime,
+        links: &Arc<Links>,
         who: &str,
         client: SocketAddr,
         request: Option<&[u8]>,
@@ -199,13 +237,32 @@ impl Report {
                 crate::audit::escape_path(path)
             )
         };
-        let mut link = Link::connect(path).map_err(|e| refused(e.to_string()))?;
-        let reply = link.ask(&start).await.map_err(|e| refused(e.to_string()))?;
+        let fresh = || async {
+            let id = socket_id(path);
+            let mut link = Link::connect(path)?;
+            link.socket = id;
+            let reply = link.ask(&start).await?;
+            Ok::<_, std::io::Error>((link, reply))
+        };
+        // A kept connection only while the socket it came through is still
+        // the one at `path`: a socket removed or replaced means that monitor
+        // takes no new sessions, as a fresh connect would find.
+        let kept = socket_id(path).and_then(|now| links.take_for(now));
+        let asked = match kept {
+            Some(mut link) => match link.ask(&start).await {
+                Ok(reply) => Ok((link, reply)),
+                // A kept connection the monitor has closed since: a new one.
+                Err(e) if e.kind() != std::io::ErrorKind::TimedOut => fresh().await,
+                Err(e) => Err(e),
+            },
+            None => fresh().await,
+        };
+        let (link, reply) = asked.map_err(|e| refused(e.to_string()))?;
         match (reply.session, reply.identity, reply.error) {
             (Some(id), Some(identity), None) => Ok(Self {
                 id,
                 identity,
-                monitor: Some(link),
+                monitor: Some((link, Arc::clone(links))),
             }),
             (_, _, e) => Err(refused(e.unwrap_or_else(|| "no session id".into()))),
         }
@@ -228,15 +285,16 @@ impl Report {
     }
 
     async fn report(&mut self, m: &Msg) {
-        if let Some(link) = &mut self.monitor {
+        if let Some((link, _)) = &mut self.monitor {
             // A monitor that went away sees the connection close and logs
             // the session as lost; nothing more to do here.
             let _ = link.send(m).await;
         }
     }
 
-    /// The session is over. Waits until the monitor has logged it.
-    pub(crate) async fn end(mut self, end: End) {
+    /// The session is over. Waits until the monitor has logged it; the
+    /// connection then serves a later session.
+    pub(crate) async fn end(self, end: End) {
         let exit = match end {
             End::Code(c) => c.to_string(),
             End::Signal(n) => format!("signal:{n}"),
@@ -244,8 +302,10 @@ impl Report {
             // learns a session was lost.
             End::Lost => return,
         };
-        if let Some(link) = &mut self.monitor {
-            let _ = link.ask(&Msg::End { exit }).await;
+        if let Some((mut link, links)) = self.monitor {
+            if link.ask(&Msg::End { exit }).await.is_ok() {
+                links.give(link);
+            }
         }
     }
 }
@@ -255,6 +315,8 @@ impl Report {
 /// [`CLIENT_TIMEOUT`].
 struct Link {
     stream: tokio::net::UnixStream,
+    /// Device and inode of the socket file it was connected through.
+    socket: Option<(u64, u64)>,
     /// Bytes read past the last reply's newline (none, from a monitor that
     /// answers one line per question).
     read: Vec<u8>,
@@ -267,6 +329,7 @@ impl Link {
         let s = crate::sys::unix_connect::connect_unix_nonblocking(path)?;
         Ok(Link {
             stream: tokio::net::UnixStream::from_std(s)?,
+            socket: None,
             read: Vec::new(),
         })
     }
@@ -306,6 +369,14 @@ impl Link {
             }
         }
     }
+}
+
+/// Device and inode of the file at `path` (not following a symlink).
+fn socket_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// `io`, given up after [`CLIENT_TIMEOUT`] (a stuck monitor).
