@@ -557,6 +557,51 @@ mod tests {
         }
     }
 
+    /// The listener keeps its connection: once a session has ended the next
+    /// may start on it, but never a second one while a session runs (that
+    /// closes the connection, and the running session is lost).
+    #[test]
+    fn a_connection_carries_one_session_at_a_time() {
+        let sh = shared(false);
+        sh.state.lock().unwrap().listener = procs::key(std::process::id() as i32);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let task = tokio::spawn(connection(theirs, sh.clone()));
+            let (r, mut w) = ours.into_split();
+            let mut r = BufReader::new(r);
+            let start = "{\"op\":\"start\",\"mode\":\"broker\",\"tty\":false,\"request\":\"echo hi\",\"http_who\":\"bearer\",\"http_client\":\"127.0.0.1:1\"}\n";
+            let end = "{\"op\":\"end\",\"exit\":\"0\"}\n";
+            let mut ids = Vec::new();
+            for m in [start, end, start, end, start] {
+                w.write_all(m.as_bytes()).await.unwrap();
+                let mut line = String::new();
+                r.read_line(&mut line).await.unwrap();
+                let reply: Reply = serde_json::from_str(&line).unwrap();
+                assert_eq!(reply.error, None, "{line}");
+                if m == start {
+                    ids.push(reply.session.unwrap());
+                }
+            }
+            assert!(ids[0] != ids[1] && ids[1] != ids[2], "{ids:?}");
+            // A second start while the third session runs: no answer, the
+            // connection is closed.
+            w.write_all(start.as_bytes()).await.unwrap();
+            let mut line = String::new();
+            assert_eq!(r.read_line(&mut line).await.unwrap(), 0, "{line}");
+            task.await.unwrap();
+        });
+        let st = sh.state.lock().unwrap();
+        assert_eq!(st.metrics.sessions.get(&("http", "broker", "ok")), Some(&2));
+        assert_eq!(
+            st.metrics.sessions.get(&("http", "broker", "lost")),
+            Some(&1)
+        );
+    }
+
     #[test]
     fn a_session_registers_only_its_own_container_once() {
         let sh = shared(true);
