@@ -3,6 +3,10 @@
 //! log line, nor a field of this one. It never writes anywhere itself: the
 //! caller (or an event collector) decides where a rendered line goes.
 
+mod record;
+
+pub(crate) use record::{now_rfc3339, Format, Record};
+
 use crate::tool::Tool;
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
@@ -21,41 +25,13 @@ pub(crate) enum Event<'a> {
     HttpAccess(HttpAccess<'a>),
     /// What a key lookup found (already one escaped line of text).
     KeyNote { text: &'a str },
-    /// The upstream agent signed a login to `upstream` with `key` (its
-    /// fingerprint), asked by the client process `peer_pid` (SPEC 13).
-    UpstreamSign {
-        upstream: &'a str,
-        key: &'a str,
-        peer_pid: Option<i32>,
+    /// An event of SPEC 11's trail (`session.start`, ..., the monitor's
+    /// own lines) in `LOG_FORMAT`, stamped with `ts`.
+    Record {
+        record: &'a Record,
+        format: Format,
+        ts: &'a str,
     },
-    /// An agent request was refused, for `reason` (a fixed word).
-    UpstreamRefused {
-        reason: &'a str,
-        upstream: Option<&'a str>,
-        peer_pid: Option<i32>,
-    },
-    /// One connection through the egress gate, as it ended.
-    UpstreamConnect(UpstreamConnect<'a>),
-}
-
-/// The fields of an `upstream.connect` line (SPEC 14).
-#[derive(Debug, Clone)]
-pub(crate) struct UpstreamConnect<'a> {
-    pub(crate) session: &'a str,
-    pub(crate) identity: &'a str,
-    pub(crate) upstream: &'a str,
-    /// `host:port` the gate forwarded to.
-    pub(crate) target: &'a str,
-    /// The session container's end.
-    pub(crate) client: SocketAddr,
-    /// Bytes from the session to the upstream, and back.
-    pub(crate) bytes_up: u64,
-    pub(crate) bytes_down: u64,
-    pub(crate) duration_ms: u128,
-    /// A fixed word: how the connection ended.
-    pub(crate) outcome: &'static str,
-    /// Why, for the failures.
-    pub(crate) reason: Option<&'a str>,
 }
 
 /// The fields of an HTTP access line; raw bytes as the client sent them.
@@ -95,7 +71,38 @@ impl fmt::Display for CommandExit {
     }
 }
 
-/// The one text rendering of an event: a single line, no newline.
+/// `LOG_FORMAT` of this process's own lines ([`say`], access lines);
+/// text until [`set_format`].
+static FORMAT: std::sync::OnceLock<Format> = std::sync::OnceLock::new();
+
+/// Sets this process's `LOG_FORMAT`, once, as soon as it is known.
+pub(crate) fn set_format(f: Format) {
+    let _ = FORMAT.set(f);
+}
+
+/// This process's `LOG_FORMAT`.
+pub(crate) fn format() -> Format {
+    FORMAT.get().copied().unwrap_or(Format::Text)
+}
+
+/// One diagnostic line of `tool` on stderr: `PREFIX message` in text,
+/// `{"ts":...,"event":TOOL,"message":...}` in JSON (so that with
+/// `LOG_FORMAT=json` the long-running tools' lines parse too).
+pub(crate) fn say(tool: Tool, message: impl fmt::Display) {
+    match format() {
+        Format::Text => tool.say(message),
+        Format::Json => eprintln!(
+            "{}",
+            render_now(
+                &Record::new(tool.event()).str("message", message.to_string()),
+                Format::Json
+            )
+        ),
+    }
+}
+
+/// The one rendering of an event: a single line, no newline. A
+/// [`Event::Record`] is in its `LOG_FORMAT`; the other events are text.
 pub(crate) fn render(event: &Event<'_>) -> String {
     match event {
         Event::BrokerAllow { request } => {
@@ -112,58 +119,37 @@ pub(crate) fn render(event: &Event<'_>) -> String {
         },
         Event::HttpAccess(a) => render_access(a),
         Event::KeyNote { text } => format!("{} {}", Tool::Keys.prefix(), escape_kept(text)),
-        Event::UpstreamSign {
-            upstream,
-            key,
-            peer_pid,
-        } => {
-            let mut s = format!(
-                "event=upstream.sign upstream={} key={}",
-                field(&escape(upstream)),
-                field(&escape(key))
-            );
-            if let Some(p) = peer_pid {
-                let _ = write!(s, " peer_pid={p}");
-            }
-            s
-        }
-        Event::UpstreamRefused {
-            reason,
-            upstream,
-            peer_pid,
-        } => {
-            let mut s = format!("event=upstream.refused reason={}", field(&escape(reason)));
-            if let Some(u) = upstream {
-                let _ = write!(s, " upstream={}", field(&escape(u)));
-            }
-            if let Some(p) = peer_pid {
-                let _ = write!(s, " peer_pid={p}");
-            }
-            s
-        }
-        Event::UpstreamConnect(c) => render_upstream_connect(c),
+        Event::Record { record, format, ts } => record.render(*format, ts),
     }
 }
 
-fn render_upstream_connect(c: &UpstreamConnect<'_>) -> String {
-    let mut s = String::with_capacity(200);
-    let _ = write!(
-        s,
-        "event=upstream.connect session={} identity={} upstream={} target={} client={} bytes_up={} bytes_down={} duration_ms={} outcome={}",
-        field(&escape(c.session)),
-        field(&escape(c.identity)),
-        field(&escape(c.upstream)),
-        field(&escape(c.target)),
-        c.client,
-        c.bytes_up,
-        c.bytes_down,
-        c.duration_ms,
-        c.outcome,
-    );
-    if let Some(r) = c.reason {
-        let _ = write!(s, " reason=\"{}\"", quoted(&escape(r)));
+/// `record` in `format`, stamped with the time now, through [`render`].
+pub(crate) fn render_now(record: &Record, format: Format) -> String {
+    let ts = now_rfc3339();
+    render(&Event::Record {
+        record,
+        format,
+        ts: &ts,
+    })
+}
+
+impl HttpAccess<'_> {
+    /// The access line as an `http.access` event, for `LOG_FORMAT=json`:
+    /// the same fields, `-` fields left out; client bytes are escaped when
+    /// rendered (bytes that are not UTF-8 shown as U+FFFD).
+    pub(crate) fn record(&self) -> Record {
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Record::new("http.access")
+            .str("client", self.client.to_string())
+            .str("method", self.method)
+            .str("path", lossy(self.path))
+            .opt_int("status", self.status.map(i64::from))
+            .opt("who", self.who)
+            .int("duration_ms", self.duration_ms as i64)
+            .str("exit", self.exit.to_string())
+            .opt("note", self.note)
+            .opt("command", self.command.map(lossy))
     }
-    s
 }
 
 fn render_access(a: &HttpAccess<'_>) -> String {
@@ -278,43 +264,6 @@ fn is_invisible(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn an_upstream_connect_line_cannot_be_forged() {
-        let c = UpstreamConnect {
-            session: "0123456789abcdef",
-            identity: "alice",
-            upstream: "prod",
-            target: "10.0.0.5:22",
-            client: "172.30.0.3:40000".parse().unwrap(),
-            bytes_up: 3100,
-            bytes_down: 4200,
-            duration_ms: 812,
-            outcome: "closed",
-            reason: None,
-        };
-        assert_eq!(
-            render(&Event::UpstreamConnect(c.clone())),
-            "event=upstream.connect session=0123456789abcdef identity=alice upstream=prod target=10.0.0.5:22 client=172.30.0.3:40000 bytes_up=3100 bytes_down=4200 duration_ms=812 outcome=closed"
-        );
-        let hostile = UpstreamConnect {
-            identity: "a b outcome=closed",
-            outcome: "connect-failed",
-            reason: Some("no such host \"x\"\nevent=upstream.connect forged"),
-            ..c
-        };
-        let line = render(&Event::UpstreamConnect(hostile));
-        assert!(!line.contains('\n'), "{line}");
-        assert!(
-            line.contains("identity=a\\x20b\\x20outcome=closed "),
-            "{line}"
-        );
-        assert_eq!(line.matches(" outcome=").count(), 1, "{line}");
-        assert!(
-            line.ends_with("reason=\"no such host \\\"x\\\"\\nevent=upstream.connect forged\""),
-            "{line}"
-        );
-    }
-
     use super::*;
 
     #[test]

@@ -31,6 +31,20 @@ impl Tool {
         }
     }
 
+    /// The tool's lines as events in `LOG_FORMAT=json` (`"event":NAME`).
+    pub(crate) const fn event(self) -> &'static str {
+        match self {
+            Tool::Entrypoint => "entrypoint",
+            Tool::Wrapper => "wrapper",
+            Tool::Broker => "broker",
+            Tool::Cgi => "cgi",
+            Tool::Keys => "keys",
+            Tool::AgentProxy => "agent-proxy",
+            Tool::Monitor => "monitor",
+            Tool::Gate => "gate",
+        }
+    }
+
     /// Writes one diagnostic line: `PREFIX message`.
     pub(crate) fn say(self, message: impl fmt::Display) {
         eprintln!("{} {message}", self.prefix());

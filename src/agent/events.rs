@@ -1,16 +1,82 @@
 //! `upstream.sign` / `upstream.refused` (SPEC 13) and the counters behind
 //! `bastion_upstream_signatures_total{upstream}` and
 //! `bastion_upstream_refused_total{reason}`. [`emit`] is the one seam to
-//! the audit trail: today the rendered line on stderr (the container log),
-//! the collector's socket once it takes the events over.
+//! the audit trail: one JSON [`Line`] per event on stderr, which the
+//! entrypoint makes a socket to the monitor; the monitor stamps it, adds
+//! the session when it can tell, and renders it in `LOG_FORMAT`.
 
-use crate::audit::{self, Event};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::os::unix::net::UnixStream;
 
-/// Writes the event to the audit trail.
-pub(crate) fn emit(ev: &Event<'_>) {
-    eprintln!("{}", audit::render(ev));
+/// One agent event as the proxy hands it to the monitor. Every string is
+/// the proxy's own (an upstream name of the table, a fingerprint, a fixed
+/// reason word); the monitor escapes them anyway when it renders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Line {
+    /// `upstream.sign` or `upstream.refused`.
+    pub(crate) event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upstream: Option<String>,
+    /// The fingerprint of the key that signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    /// The asking client process (SO_PEERCRED), when the kernel gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) peer_pid: Option<i32>,
+}
+
+impl Line {
+    pub(crate) fn sign(upstream: &str, key: &str, peer_pid: Option<i32>) -> Line {
+        Line {
+            event: "upstream.sign".into(),
+            upstream: Some(upstream.into()),
+            key: Some(key.into()),
+            reason: None,
+            peer_pid,
+        }
+    }
+
+    pub(crate) fn refused(reason: &str, upstream: Option<&str>, peer_pid: Option<i32>) -> Line {
+        Line {
+            event: "upstream.refused".into(),
+            upstream: upstream.map(Into::into),
+            key: None,
+            reason: Some(reason.into()),
+            peer_pid,
+        }
+    }
+}
+
+/// Where events go: the monitor's socket once [`send_to`] gave it, else
+/// stderr.
+static SINK: std::sync::OnceLock<UnixStream> = std::sync::OnceLock::new();
+
+/// Sends every later event to `fd` (the monitor's sequenced-packet
+/// socket), without ever blocking on it.
+pub(crate) fn send_to(fd: std::os::fd::OwnedFd) -> std::io::Result<()> {
+    let sock = UnixStream::from(fd);
+    sock.set_nonblocking(true)?;
+    let _ = SINK.set(sock);
+    Ok(())
+}
+
+/// Hands the event to the audit trail: one write, so one record of the
+/// monitor's socket. A full socket drops the event rather than stall the
+/// proxy (the counters still count it).
+pub(crate) fn emit(line: &Line) {
+    use std::io::Write as _;
+    let Ok(mut b) = serde_json::to_vec(line) else {
+        return;
+    };
+    b.push(b'\n');
+    let _ = match SINK.get() {
+        Some(mut f) => f.write_all(&b),
+        None => std::io::stderr().lock().write_all(&b),
+    };
 }
 
 /// The SPEC 13 counters, every label known from the start (a reason that
@@ -64,26 +130,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_carry_the_fields_and_cannot_be_forged() {
-        let ev = Event::UpstreamSign {
-            upstream: "prod",
-            key: "SHA256:abc",
-            peer_pid: Some(42),
-        };
+    fn lines_round_trip_as_one_json_object() {
+        let l = Line::sign("prod", "SHA256:abc", Some(42));
+        let text = serde_json::to_string(&l).unwrap();
         assert_eq!(
-            audit::render(&ev),
-            "event=upstream.sign upstream=prod key=SHA256:abc peer_pid=42"
+            text,
+            r#"{"event":"upstream.sign","upstream":"prod","key":"SHA256:abc","peer_pid":42}"#
         );
-        let forged = Event::UpstreamRefused {
-            reason: "wrong-host",
-            upstream: Some("x\nevent=upstream.sign y"),
-            peer_pid: None,
-        };
-        let line = audit::render(&forged);
-        assert_eq!(
-            line,
-            "event=upstream.refused reason=wrong-host upstream=x\\nevent=upstream.sign\\x20y"
-        );
+        assert_eq!(serde_json::from_str::<Line>(&text).unwrap(), l);
+        let r = Line::refused("wrong-host", Some("x\nevent=upstream.sign y"), None);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains('\n'), "{text}");
+        assert_eq!(serde_json::from_str::<Line>(&text).unwrap(), r);
     }
 
     #[test]

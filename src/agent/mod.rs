@@ -7,7 +7,7 @@
 //! then becomes the agent's own user for good and non-dumpable, so the
 //! session user can neither signal, trace nor out-bind it.
 
-mod events;
+pub(crate) mod events;
 pub mod policy;
 pub mod protocol;
 mod proxy;
@@ -47,6 +47,12 @@ struct Args {
     /// owns the socket.
     #[arg(long, value_name = "NAME", default_value = crate::config::SESSION_USER)]
     client_user: String,
+    /// Let a process of any uid connect (socket mode 0666): the socket
+    /// session containers get through the egress gate's share (SPEC 14),
+    /// whose users are the image's, not the bastion's. What it passes is
+    /// the same: list, session-bind and signatures for a pinned upstream.
+    #[arg(long)]
+    any_client: bool,
     /// Client connections at once at most.
     #[arg(long, value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -57,6 +63,13 @@ struct Args {
     /// Keep the upstream counters here, in Prometheus text.
     #[arg(long, value_name = "PATH")]
     metrics_file: Option<PathBuf>,
+    /// Its own lines in `text` or `json` (LOG_FORMAT).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Write the events on this inherited descriptor (the monitor's
+    /// socket) instead of stderr.
+    #[arg(long, value_name = "FD")]
+    events_fd: Option<i32>,
 }
 
 pub fn main() -> ExitCode {
@@ -95,7 +108,11 @@ fn load_targets(path: &Path) -> Result<Vec<Target>, String> {
 }
 
 /// Binds `path`, replacing a stale socket (never another kind of file).
-fn bind(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::UnixListener, String> {
+fn bind(
+    path: &Path,
+    group: Option<u32>,
+    any_client: bool,
+) -> Result<std::os::unix::net::UnixListener, String> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             let _ = std::fs::remove_file(path);
@@ -109,19 +126,35 @@ fn bind(path: &Path, group: Option<u32>) -> Result<std::os::unix::net::UnixListe
         std::os::unix::fs::chown(path, Some(0), Some(gid))
             .map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
     }
-    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    let mode = match (any_client, group) {
+        (true, _) => 0o666,
+        (false, Some(_)) => 0o660,
+        (false, None) => 0o600,
+    };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
     Ok(l)
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if let Some(f) = crate::audit::Format::parse(&args.log_format) {
+        crate::audit::set_format(f);
+    }
+    if let Some(fd) = args.events_fd {
+        let fd =
+            crate::sys::fd::adopt_inherited(fd).map_err(|e| format!("--events-fd {fd}: {e}"))?;
+        events::send_to(fd).map_err(|e| format!("--events-fd: {e}"))?;
+    }
     let targets = load_targets(&args.upstreams)?;
     let client = nix::unistd::User::from_name(&args.client_user)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("user {} does not exist", args.client_user))?;
     let root = crate::sys::privilege::is_root();
-    let listener = bind(&args.listen, root.then_some(client.gid.as_raw()))?;
+    let listener = bind(
+        &args.listen,
+        root.then_some(client.gid.as_raw()),
+        args.any_client,
+    )?;
     let mut peers = vec![0, client.uid.as_raw()];
     if root {
         let me = crate::sys::privilege::drop_to(&args.user).map_err(|e| e.to_string())?;
@@ -141,24 +174,27 @@ fn run(args: Args) -> Result<(), String> {
         ..proxy::Limits::default()
     };
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-    Tool::AgentProxy.say(format!(
-        "listening on {} for {} ({}), agent {}",
-        args.listen.display(),
-        args.client_user,
-        if names.is_empty() {
-            "no upstream".to_owned()
-        } else {
-            names.join(", ")
-        },
-        args.agent.display()
-    ));
-    let shared = Arc::new(proxy::Shared::new(
-        targets,
-        args.agent,
-        peers,
-        limits,
-        args.metrics_file,
-    ));
+    crate::audit::say(
+        Tool::AgentProxy,
+        format!(
+            "listening on {} for {} ({}), agent {}",
+            args.listen.display(),
+            if args.any_client {
+                "session containers"
+            } else {
+                &args.client_user
+            },
+            if names.is_empty() {
+                "no upstream".to_owned()
+            } else {
+                names.join(", ")
+            },
+            args.agent.display()
+        ),
+    );
+    let mut shared = proxy::Shared::new(targets, args.agent, peers, limits, args.metrics_file);
+    shared.any_peer = args.any_client;
+    let shared = Arc::new(shared);
     if let Ok(c) = shared.counters.lock() {
         shared.write_metrics(&c);
     }

@@ -7,7 +7,6 @@
 use super::events::{self, Counters};
 use super::policy::{Connection, Outcome, Refusal, Target, Verdict};
 use super::protocol::{self, FAILURE_FRAME, MAX_MESSAGE};
-use crate::audit::Event;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) agent: PathBuf,
     /// Uids allowed to connect (the session user, root).
     pub(crate) peers: Vec<u32>,
+    /// Any uid may connect (the socket session containers get).
+    pub(crate) any_peer: bool,
     pub(crate) limits: Limits,
     pub(crate) counters: Mutex<Counters>,
     /// Where the counters are kept in Prometheus text for the metrics
@@ -71,6 +72,7 @@ impl Shared {
             targets,
             agent,
             peers,
+            any_peer: false,
             limits,
             counters: Mutex::new(counters),
             metrics_file,
@@ -83,11 +85,11 @@ impl Shared {
             c.signed(&target.name);
             self.write_metrics(&c);
         }
-        events::emit(&Event::UpstreamSign {
-            upstream: &target.name,
-            key: &target.fingerprint,
+        events::emit(&events::Line::sign(
+            &target.name,
+            &target.fingerprint,
             peer_pid,
-        });
+        ));
     }
 
     fn refused_reason(&self, reason: &'static str, upstream: Option<&str>, peer_pid: Option<i32>) {
@@ -95,11 +97,7 @@ impl Shared {
             c.refused(reason);
             self.write_metrics(&c);
         }
-        events::emit(&Event::UpstreamRefused {
-            reason,
-            upstream,
-            peer_pid,
-        });
+        events::emit(&events::Line::refused(reason, upstream, peer_pid));
     }
 
     pub(crate) fn write_metrics(&self, c: &Counters) {
@@ -135,7 +133,7 @@ pub(crate) async fn serve(listener: UnixListener, shared: Arc<Shared>) -> std::i
         };
         let cred = stream.peer_cred().ok();
         let pid = cred.and_then(|c| c.pid());
-        if !cred.is_some_and(|c| shared.peers.contains(&c.uid())) {
+        if !cred.is_some_and(|c| shared.any_peer || shared.peers.contains(&c.uid())) {
             shared.refused_reason("peer", None, pid);
             continue;
         }
@@ -169,11 +167,7 @@ fn busy(shared: &Shared, pid: Option<i32>) {
     if let Ok(mut last) = shared.last_busy_log.lock() {
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             *last = Some(Instant::now());
-            events::emit(&Event::UpstreamRefused {
-                reason: "connection-limit",
-                upstream: None,
-                peer_pid: pid,
-            });
+            events::emit(&events::Line::refused("connection-limit", None, pid));
         }
     }
 }
@@ -272,10 +266,10 @@ async fn handle(mut client: UnixStream, shared: &Shared, pid: Option<i32>) {
             match UnixStream::connect(&shared.agent).await {
                 Ok(a) => agent = Some(a),
                 Err(e) => {
-                    crate::tool::Tool::AgentProxy.say(format!(
-                        "cannot reach the agent at {}: {e}",
-                        shared.agent.display()
-                    ));
+                    crate::audit::say(
+                        crate::tool::Tool::AgentProxy,
+                        format!("cannot reach the agent at {}: {e}", shared.agent.display()),
+                    );
                     let _ = write_all(&mut client, &FAILURE_FRAME, shared.limits.message).await;
                     return;
                 }

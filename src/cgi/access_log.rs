@@ -5,7 +5,7 @@
 
 use super::credentials::Who;
 pub(crate) use crate::audit::CommandExit as Exit;
-use crate::audit::{Event, HttpAccess};
+use crate::audit::{Event, Format, HttpAccess};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -35,7 +35,7 @@ impl Entry {
     }
 
     pub(crate) fn line(&self, status: Option<u16>, exit: Exit, note: Option<&str>) -> String {
-        crate::audit::render(&Event::HttpAccess(HttpAccess {
+        let access = HttpAccess {
             client: self.client,
             method: &self.method,
             path: &self.path,
@@ -45,7 +45,11 @@ impl Entry {
             exit,
             note,
             command: self.command.as_deref(),
-        }))
+        };
+        match crate::audit::format() {
+            Format::Json => crate::audit::render_now(&access.record(), Format::Json),
+            Format::Text => crate::audit::render(&Event::HttpAccess(access)),
+        }
     }
 
     /// Writes the line. A closed or full stdout never stops serving.

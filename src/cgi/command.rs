@@ -125,6 +125,20 @@ impl Launcher {
         }
     }
 
+    /// A request refused because `SESSION_MAX` session containers run
+    /// (answered 503 with the busy line): a busy session for the audit
+    /// trail, as a held lock is. A monitor that cannot log it changes
+    /// nothing: nothing runs either way.
+    pub(crate) async fn report_busy(self, entry: &Entry, request: Option<&[u8]>) {
+        match self.open_report(entry, request).await {
+            Ok(mut report) => {
+                report.busy().await;
+                report.end(report::End::Code(0)).await;
+            }
+            Err(e) => eprintln!("bastion-cgi: {}", crate::audit::escape(&e)),
+        }
+    }
+
     /// The wrapper's steps: the session's start (the monitor), lock,
     /// decide, start; then the output, the session's end and the end of
     /// the body.

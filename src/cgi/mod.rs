@@ -92,6 +92,10 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STALL_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     stall_timeout: u64,
+    /// Access lines in `text` (the `[http]` line) or `json` (an
+    /// `http.access` object, as the monitor's events in LOG_FORMAT=json).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 pub fn main() -> ExitCode {
@@ -120,6 +124,9 @@ fn read_stdin_credentials() -> Result<Credentials, Failure> {
 }
 
 fn run(args: Args) -> Result<(), Failure> {
+    if let Some(f) = crate::audit::Format::parse(&args.log_format) {
+        crate::audit::set_format(f);
+    }
     let runtime = Runtime::load(&args.runtime)?;
     // Read once, as root, like the runtime file: both are written at boot
     // and never change while the container runs.
@@ -163,7 +170,10 @@ fn run(args: Args) -> Result<(), Failure> {
     let account = if privilege::is_root() {
         privilege::drop_to(&runtime.user)
     } else {
-        Tool::Cgi.say("not started as root: serving as the current user, without a privilege drop");
+        crate::audit::say(
+            Tool::Cgi,
+            "not started as root: serving as the current user, without a privilege drop",
+        );
         privilege::current_account()
     }
     .map_err(|e| Failure::os(e.to_string()))?;
@@ -197,7 +207,7 @@ fn run(args: Args) -> Result<(), Failure> {
         max_commands: args.max_commands as usize,
         max_per_source: args.max_per_source as usize,
     };
-    Tool::Cgi.say(format_args!(
+    crate::audit::say(Tool::Cgi, format_args!(
         "listening on {addr} ({} auth) as {} (uid {}), at most {} commands at once, {} connections per client address",
         creds.scheme().name(),
         account.name,
@@ -227,9 +237,10 @@ fn run(args: Args) -> Result<(), Failure> {
             )));
         }
         let signal = crate::sys::stop::stop_signal().await;
-        Tool::Cgi.say(format_args!(
-            "{signal}: killing running commands and stopping"
-        ));
+        crate::audit::say(
+            Tool::Cgi,
+            format_args!("{signal}: killing running commands and stopping"),
+        );
         let _ = stop.send(true);
         for s in serving {
             let _ = s.await;

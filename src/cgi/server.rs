@@ -175,7 +175,7 @@ pub(crate) async fn serve(
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                Tool::Cgi.say(format_args!("accept failed: {e}"));
+                crate::audit::say(Tool::Cgi, format_args!("accept failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -213,7 +213,10 @@ fn over_cap_text(max: usize) -> String {
 async fn connection(stream: TcpStream, peer: SocketAddr, app: Arc<App>) {
     let _ = stream.set_nodelay(true);
     if let Err(e) = crate::sys::socket::set_keepalive(&stream, KEEPALIVE) {
-        Tool::Cgi.say(format_args!("cannot turn keepalive on for {peer}: {e}"));
+        crate::audit::say(
+            Tool::Cgi,
+            format_args!("cannot turn keepalive on for {peer}: {e}"),
+        );
     }
     let shared = Arc::new(ConnShared::default());
     let conn_state = shared.clone();
@@ -429,6 +432,11 @@ impl App {
             Some(s) => match crate::container::slots::acquire(&s.dir, s.max) {
                 Ok(Some(slot)) => Some(slot),
                 Ok(None) => {
+                    // Logged beside the answer, as a busy session.
+                    let (launcher, busy) = (self.launcher.clone(), entry.clone());
+                    tokio::spawn(async move {
+                        launcher.report_busy(&busy, request.as_deref()).await;
+                    });
                     let mut r = text(StatusCode::SERVICE_UNAVAILABLE, crate::lock::BUSY_LINE);
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -475,7 +483,7 @@ impl App {
                 r
             }
             Err(e) => {
-                Tool::Cgi.say(format_args!("cannot start a command: {e}"));
+                crate::audit::say(Tool::Cgi, format_args!("cannot start a command: {e}"));
                 let r = closing(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error: the command could not be started",

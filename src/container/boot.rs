@@ -52,6 +52,11 @@ pub(crate) struct SessionRuntime {
     pub(crate) instance: String,
     /// The `SESSION_MAX` slot files (one per concurrent session).
     pub(crate) slots_dir: PathBuf,
+    /// The egress gate (SPEC 14), when upstreams are declared too: each
+    /// session container then gets its own gate network instead of
+    /// `network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) gate: Option<crate::gate::GateRuntime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +255,28 @@ fn instance_id(engine: &Engine) -> Result<String, String> {
     Err("the engine does not know this bastion's container (looked for its id in /proc/self/mountinfo and its hostname)".into())
 }
 
+/// The host path of this bastion's volume at `/run/bastion/share` (the
+/// egress gate's files for session containers), from the engine.
+pub(crate) fn share_source(engine: &Engine, instance: &str) -> Result<String, String> {
+    let r = engine.query(
+        &[
+            "container",
+            "inspect",
+            "--format",
+            "{{json .Mounts}}",
+            instance,
+        ],
+        QUERY_TIMEOUT,
+    );
+    if !r.ok {
+        return Err(format!(
+            "the engine cannot inspect the bastion's container ({})",
+            r.reason()
+        ));
+    }
+    crate::gate::share_source_in(r.stdout.trim())
+}
+
 /// The home of `user` (or of the image's own user) from the image's
 /// /etc/passwd, copied out of a created, never started container.
 fn image_home(engine: &Engine, image_id: &str, user: Option<&str>) -> Option<Home> {
@@ -408,6 +435,7 @@ pub(crate) fn check(
         timeout_secs: s.timeout_secs,
         instance: instance?,
         slots_dir,
+        gate: None,
     })
 }
 

@@ -41,6 +41,37 @@ pub(crate) struct ApplyLimits {
     pub(crate) pids: bool,
 }
 
+/// The DNS server of a gated session container: one nothing answers for.
+const NO_DNS: &str = "192.0.2.1";
+
+/// Where a session container of the egress gate (SPEC 14) is attached:
+/// its own network, the gate's address there as `bastion-gate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GateAttach {
+    pub(crate) network: String,
+    pub(crate) address: std::net::IpAddr,
+}
+
+impl GateAttach {
+    /// The monitor's answer, checked: the network of this very session,
+    /// an IP address.
+    pub(crate) fn new(session: &str, network: String, address: &str) -> Result<Self, String> {
+        if network != crate::gate::network::network_name(session) {
+            return Err(format!(
+                "the gate network \"{}\" is not this session's",
+                crate::audit::escape(&network)
+            ));
+        }
+        let address = address.parse().map_err(|_| {
+            format!(
+                "the gate address \"{}\" is not an IP address",
+                crate::audit::escape(address)
+            )
+        })?;
+        Ok(GateAttach { network, address })
+    }
+}
+
 /// `create` and its options, up to and including the image and command.
 /// Environment values are not in it: each `-e NAME` takes its value from
 /// the CLI's environment, so no value shows in a process list.
@@ -50,6 +81,7 @@ pub(crate) fn create_argv(
     session: &SessionId,
     tty: bool,
     limits: ApplyLimits,
+    gate: Option<&GateAttach>,
     payload: &Payload,
 ) -> Vec<String> {
     let mut a: Vec<String> = Vec::with_capacity(64);
@@ -68,7 +100,23 @@ pub(crate) fn create_argv(
     let name = container_name(&session.id);
     push(&["--name", &name, "--hostname", &short_hostname(&session.id)]);
     push(&["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]);
-    push(&["--network", &rt.network]);
+    match gate {
+        // The gate is named in /etc/hosts; no name needs DNS. The engine's
+        // embedded resolver would forward other names to the host's
+        // servers (a way out by DNS queries): it is pointed at a
+        // documentation address (RFC 5737) the session network has no
+        // route to, not at a loopback one (newer engines send queries for
+        // a loopback server from the host's own namespace).
+        Some(g) => push(&[
+            "--network",
+            &g.network,
+            "--add-host",
+            &format!("{}:{}", crate::gate::network::GATE_ALIAS, g.address),
+            "--dns",
+            NO_DNS,
+        ]),
+        None => push(&["--network", &rt.network]),
+    }
     push(&[
         "--label",
         &format!("{LABEL_SESSION}={}", session.id),
@@ -119,6 +167,14 @@ pub(crate) fn create_argv(
             spec.push_str(",readonly");
         }
         push(&["--mount", &spec]);
+    }
+    if let (Some(_), Some(g)) = (gate, &rt.gate) {
+        for (source, target) in g.mounts() {
+            push(&[
+                "--mount",
+                &format!("type=bind,source={source},target={target},readonly"),
+            ]);
+        }
     }
     for (name, _) in env_values(rt, session) {
         push(&["--env", &name]);
@@ -206,6 +262,7 @@ mod tests {
             timeout_secs: 0,
             instance: "f".repeat(64),
             slots_dir: "/run/bastion/sessions".into(),
+            gate: None,
         }
     }
 
@@ -235,6 +292,7 @@ mod tests {
             &sess(),
             false,
             ALL,
+            None,
             &Payload::ImageDefault,
         );
         let p = pairs(&a);
@@ -283,6 +341,7 @@ mod tests {
             &sess(),
             true,
             ALL,
+            None,
             &Payload::Argv(argv),
         );
         let i = a
@@ -302,6 +361,7 @@ mod tests {
             &sess(),
             false,
             ALL,
+            None,
             &Payload::Argv(argv),
         );
         let i = a
@@ -323,6 +383,7 @@ mod tests {
             &sess(),
             false,
             ALL,
+            None,
             &Payload::Argv(vec![
                 "/bin/sh".into(),
                 "-c".into(),
@@ -345,6 +406,77 @@ mod tests {
     }
 
     #[test]
+    fn a_gated_session_is_on_its_own_network_with_the_gates_files() {
+        let mut r = rt();
+        r.gate = Some(crate::gate::GateRuntime {
+            share_source: "/var/lib/docker/volumes/share/_data".into(),
+            targets: Vec::new(),
+            own_ports: vec![22],
+        });
+        let g = GateAttach::new(
+            "0123456789abcdef",
+            "bastion-net-0123456789abcdef".into(),
+            "172.30.0.2",
+        )
+        .unwrap();
+        let a = create_argv(
+            &r,
+            "sha256:abc",
+            &sess(),
+            false,
+            ALL,
+            Some(&g),
+            &Payload::ImageDefault,
+        );
+        let p = pairs(&a);
+        assert_eq!(a.iter().filter(|x| *x == "--network").count(), 1, "{a:?}");
+        assert!(p.contains(&("--network".into(), "bastion-net-0123456789abcdef".into())));
+        assert!(p.contains(&("--add-host".into(), "bastion-gate:172.30.0.2".into())));
+        assert!(p.contains(&("--dns".into(), NO_DNS.into())), "{a:?}");
+        for (file, target) in [
+            ("agent.sock", "/run/bastion/upstream/agent.sock"),
+            ("known_hosts", "/run/bastion/upstream/known_hosts"),
+            ("ssh_config", "/etc/ssh/ssh_config.d/bastion-upstreams.conf"),
+        ] {
+            let want = format!(
+                "type=bind,source=/var/lib/docker/volumes/share/_data/{file},target={target},readonly"
+            );
+            assert!(
+                p.contains(&("--mount".into(), want.clone())),
+                "{want} in {a:?}"
+            );
+        }
+        // Without a gate, the configured network and none of the files.
+        let a = create_argv(
+            &r,
+            "sha256:abc",
+            &sess(),
+            false,
+            ALL,
+            None,
+            &Payload::ImageDefault,
+        );
+        assert!(pairs(&a).contains(&("--network".into(), "none".into())));
+        assert!(!a
+            .iter()
+            .any(|x| x.contains("agent.sock") || x == "--add-host"));
+    }
+
+    #[test]
+    fn only_this_sessions_gate_network_and_an_ip_are_taken() {
+        let id = "0123456789abcdef";
+        assert!(GateAttach::new(id, "bastion-net-fedcba9876543210".into(), "172.30.0.2").is_err());
+        assert!(GateAttach::new(id, "host".into(), "172.30.0.2").is_err());
+        for bad in ["", "bastion-gate", "172.30.0.2 --privileged", "1.2.3.4:22"] {
+            assert!(
+                GateAttach::new(id, format!("bastion-net-{id}"), bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(GateAttach::new(id, format!("bastion-net-{id}"), "fd00::2").is_ok());
+    }
+
+    #[test]
     fn best_effort_drops_only_unsupported_limits() {
         let a = create_argv(
             &rt(),
@@ -356,6 +488,7 @@ mod tests {
                 cpus: true,
                 pids: false,
             },
+            None,
             &Payload::ImageDefault,
         );
         assert!(!a.iter().any(|x| x == "--memory" || x == "--pids-limit"));
@@ -375,7 +508,15 @@ mod tests {
         r.env.push(("TERM".into(), "dumb".into()));
         let v = env_values(&r, &s);
         assert_eq!(v.iter().filter(|(n, _)| n == "TERM").count(), 1, "{v:?}");
-        let a = create_argv(&r, "sha256:abc", &s, true, ALL, &Payload::ImageDefault);
+        let a = create_argv(
+            &r,
+            "sha256:abc",
+            &s,
+            true,
+            ALL,
+            None,
+            &Payload::ImageDefault,
+        );
         assert_eq!(a.iter().filter(|x| *x == "TERM").count(), 1, "{a:?}");
     }
 
@@ -389,6 +530,7 @@ mod tests {
             &sess(),
             false,
             ALL,
+            None,
             &Payload::ImageDefault,
         );
         assert!(

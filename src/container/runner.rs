@@ -11,6 +11,7 @@ use super::plan::{self, ApplyLimits, Payload, SessionId};
 use super::settings::{LimitsPolicy, PullPolicy};
 use super::{reap, slots, watch};
 use crate::lock::LockGuard;
+use crate::session::report::Finished;
 use crate::session::{Command, ExecError, Runner};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::IsTerminal;
@@ -50,6 +51,9 @@ pub(crate) struct ContainerRunner<'a> {
     register: Option<Register<'a>>,
     /// Told the session's exit status once the container is removed.
     ended: Option<Ended<'a>>,
+    /// Opens the session's egress gate (SPEC 14) once the container is
+    /// registered: the network and the gate's address.
+    gate: Option<OpenGate<'a>>,
     /// A `SESSION_MAX` slot the HTTP listener took and passed.
     slot_fd: Option<i32>,
     /// The session's id and identity when the monitor gave them; otherwise
@@ -60,7 +64,9 @@ pub(crate) struct ContainerRunner<'a> {
 /// See [`ContainerRunner::with_monitor`].
 pub(crate) type Register<'a> = Box<dyn FnMut(&str) -> Result<(), String> + 'a>;
 /// See [`ContainerRunner::with_monitor`].
-pub(crate) type Ended<'a> = Box<dyn FnOnce(u8) + 'a>;
+pub(crate) type Ended<'a> = Box<dyn FnOnce(Finished) + 'a>;
+/// See [`ContainerRunner::with_gate`].
+pub(crate) type OpenGate<'a> = Box<dyn FnOnce() -> Result<(String, String), String> + 'a>;
 
 impl<'a> ContainerRunner<'a> {
     pub(crate) fn new(rt: &'a SessionRuntime, slot_fd: Option<i32>) -> Self {
@@ -68,6 +74,7 @@ impl<'a> ContainerRunner<'a> {
             rt,
             register: None,
             ended: None,
+            gate: None,
             slot_fd,
             known: None,
         }
@@ -83,10 +90,19 @@ impl<'a> ContainerRunner<'a> {
     /// The session's monitor connection: `register` is given the
     /// container's name before the container is created (from then on the
     /// monitor removes it if this process dies, whatever kills it), and
-    /// `ended` the exit status after the runner removed it.
+    /// `ended` how the session ended, after the runner removed it.
     pub(crate) fn with_monitor(mut self, register: Register<'a>, ended: Ended<'a>) -> Self {
         self.register = Some(register);
         self.ended = Some(ended);
+        self
+    }
+
+    /// With upstreams declared (the runtime file's `gate`), `open` asks the
+    /// monitor for the session's gate network after the container is
+    /// registered; the container is attached to it only. Without it (no
+    /// monitor), such a session cannot start.
+    pub(crate) fn with_gate(mut self, open: OpenGate<'a>) -> Self {
+        self.gate = Some(open);
         self
     }
 }
@@ -97,17 +113,17 @@ impl Runner for ContainerRunner<'_> {
     /// container is removed.
     fn run(mut self, cmd: Command, lock: Option<LockGuard>) -> Result<ExitCode, ExecError> {
         let ended = self.ended.take();
-        let code = self.session(cmd);
+        let finished = self.session(cmd);
         drop(lock);
         if let Some(ended) = ended {
-            ended(code);
+            ended(finished);
         }
-        Ok(ExitCode::from(code))
+        Ok(ExitCode::from(finished.code()))
     }
 }
 
 impl ContainerRunner<'_> {
-    fn session(self, cmd: Command) -> u8 {
+    fn session(self, cmd: Command) -> Finished {
         let mut argv = Vec::with_capacity(cmd.argv.len());
         for a in cmd.argv {
             match a.into_string() {
@@ -153,6 +169,7 @@ impl ContainerRunner<'_> {
             payload,
             tty,
             register: self.register,
+            gate: self.gate,
             slot_fd: self.slot_fd,
         })
     }
@@ -166,6 +183,7 @@ struct SessionRun<'a> {
     /// The SSH client asked for a PTY (stdin is a terminal).
     tty: bool,
     register: Option<Register<'a>>,
+    gate: Option<OpenGate<'a>>,
     slot_fd: Option<i32>,
 }
 
@@ -177,14 +195,14 @@ enum End {
     Deadline,
 }
 
-fn cannot_start(reason: &str) -> u8 {
+fn cannot_start(reason: &str) -> Finished {
     say!("[session] cannot start: {reason}");
-    CANNOT_START
+    Finished::Status(CANNOT_START)
 }
 
 /// Runs the session; the command's exit status, the busy line (exit 0)
 /// when `SESSION_MAX` containers already run, or 125 when it cannot start.
-fn run(s: SessionRun<'_>) -> u8 {
+fn run(s: SessionRun<'_>) -> Finished {
     let rt = s.rt;
     let slot = match s.slot_fd {
         Some(fd) => slots::adopt(&rt.slots_dir, rt.max, fd),
@@ -197,7 +215,7 @@ fn run(s: SessionRun<'_>) -> u8 {
                 use std::io::Write;
                 let _ = writeln!(std::io::stdout(), "{}", crate::lock::BUSY_LINE);
             }
-            return crate::exit::OK;
+            return Finished::Busy;
         }
         Err(e) => return cannot_start(&format!("no session slot: {e}")),
     };
@@ -221,7 +239,26 @@ fn run(s: SessionRun<'_>) -> u8 {
             return cannot_start(&reason);
         }
     }
-    let argv = plan::create_argv(rt, &image_id, &s.session, s.tty, limits, &s.payload);
+    // SPEC 14: the session's own network to the gate, and nothing else.
+    let gate = match (&rt.gate, s.gate) {
+        (None, _) => None,
+        (Some(_), None) => return cannot_start("the egress gate needs the bastion's monitor"),
+        (Some(_), Some(open)) => {
+            match open().and_then(|(n, a)| plan::GateAttach::new(&s.session.id, n, &a)) {
+                Ok(g) => Some(g),
+                Err(reason) => return cannot_start(&reason),
+            }
+        }
+    };
+    let argv = plan::create_argv(
+        rt,
+        &image_id,
+        &s.session,
+        s.tty,
+        limits,
+        gate.as_ref(),
+        &s.payload,
+    );
     let mut create = rt.engine.command();
     create
         .args(&argv)
@@ -295,7 +332,7 @@ fn ending_signals() -> SigSet {
 /// `start --attach --interactive NAME` with this process's stdio; waits for
 /// the first of: the CLI ends, an ending signal, the client gone, the
 /// deadline. Returns the session's exit status.
-fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet) -> u8 {
+fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet) -> Finished {
     let mut start = engine.command();
     start.args(["start", "--attach", "--interactive", name]);
     let child = match start.spawn() {
@@ -333,14 +370,14 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
     let stop = |grace: &str| {
         let _ = engine.query(&["stop", "--time", grace, name], QUERY_TIMEOUT);
     };
-    match first {
+    Finished::Status(match first {
         Some(End::Exited(status)) => status_code(status),
         Some(End::Deadline) => {
             say!(
                 "[session] time limit of {timeout_secs} s reached: stopping the session (SIGTERM, then SIGKILL after {TIMEOUT_GRACE_SECS} s)"
             );
             stop(TIMEOUT_GRACE_SECS);
-            wait_end(&rx, pid)
+            return Finished::Deadline(wait_end(&rx, pid));
         }
         Some(End::Signal(sig)) => {
             stop(HANGUP_GRACE_SECS);
@@ -353,7 +390,7 @@ fn attach_and_wait(engine: &Engine, name: &str, timeout_secs: u64, mask: SigSet)
             128 + Signal::SIGHUP as u8
         }
         None => crate::exit::FAILURE,
-    }
+    })
 }
 
 fn spawn_waiter(mut child: Child, tx: mpsc::Sender<End>) {

@@ -74,6 +74,7 @@ pub fn main() -> ExitCode {
     exit::main(Tool::Entrypoint, || {
         let args = exit::parse_args::<Args>()?;
         let settings = Settings::from_env().map_err(Failure::Config)?;
+        crate::audit::set_format(settings.log_format);
         for w in &settings.warnings {
             log(&format!("warning: {w}"));
         }
@@ -86,7 +87,7 @@ pub fn main() -> ExitCode {
 }
 
 fn log(msg: &str) {
-    Tool::Entrypoint.say(msg);
+    crate::audit::say(Tool::Entrypoint, msg);
 }
 
 /// Runs the boot steps in order; returns only for `--prepare-only` or on
@@ -126,6 +127,11 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         p.under("/etc/ssh/ssh_config.d/bastion-upstreams.conf"),
     );
     let with_agent = upstreams::prepare(&s.upstreams, &up)?;
+    let gate = s.session.as_ref().and_then(|r| r.gate.as_ref());
+    let share_dir = p.under(crate::gate::SHARE_DIR);
+    if let Some(gate) = gate {
+        upstreams::prepare_share(&s.upstreams, gate, &share_dir)?;
+    }
 
     let rules_snapshot = write_rules_snapshot(&s, &p.runtime_file)?;
     // A TTY for an interactive FORCE_COMMAND, and for every session
@@ -182,9 +188,23 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         return Ok(());
     }
 
-    if with_agent {
-        upstreams::start(&s.upstreams, &up, &p.bin_dir.join("bastion-agent-proxy"))?;
-    }
+    // The agent proxies' events reach the monitor on a socket of their own
+    // (one record per event), as sshd's log does below.
+    let agent_log = if with_agent {
+        let (read, write) = crate::sys::socket::seqpacket_pair()
+            .map_err(|e| BootError::io("create the agent event socket".into(), e))?;
+        let share_socket = gate.map(|_| share_dir.join(crate::gate::SHARE_AGENT_SOCKET));
+        upstreams::start(
+            &s.upstreams,
+            &up,
+            &p.bin_dir.join("bastion-agent-proxy"),
+            share_socket.as_deref(),
+            &write,
+        )?;
+        Some(read)
+    } else {
+        None
+    };
 
     // sshd's stderr is one end of a sequenced-packet pair (one record per
     // log message); the monitor relays the other end escaped.
@@ -196,6 +216,7 @@ fn boot(s: Settings, prepare_only: bool) -> Result<(), BootError> {
         &monitor,
         &p.runtime_file,
         log_read,
+        agent_log,
         &s,
         s.credentials.as_ref(),
     )?;
@@ -253,12 +274,14 @@ fn prepare_sessions(session: &crate::container::SessionRuntime) -> Result<(), Bo
 }
 
 /// Starts `bastion-monitor` (root, for the container's life) with the read
-/// end of sshd's log as descriptor 3 and the HTTP credentials on a pipe,
-/// and waits until its event socket answers.
+/// end of sshd's log as descriptor 3, that of the agent proxy's events as
+/// 4, and the HTTP credentials on a pipe, and waits until its event socket
+/// answers.
 fn spawn_monitor(
     exe: &Path,
     runtime_file: &Path,
     log_read: std::os::fd::OwnedFd,
+    agent_log: Option<std::os::fd::OwnedFd>,
     s: &Settings,
     creds: Option<&crate::cgi::Credentials>,
 ) -> Result<(), BootError> {
@@ -280,9 +303,20 @@ fn spawn_monitor(
     if let Some(m) = s.metrics_port {
         cmd.arg("--metrics-port").arg(m.to_string());
     }
-    crate::sys::fd::pass_fds(&mut cmd, vec![(log_read.as_raw_fd(), 3)]).map_err(fail)?;
+    let mut fds = vec![(log_read.as_raw_fd(), 3)];
+    let agent_log = match agent_log {
+        Some(fd) => {
+            let fd = crate::sys::fd::dup_high(&fd).map_err(fail)?;
+            cmd.arg("--agent-log-fd").arg("4");
+            fds.push((fd.as_raw_fd(), 4));
+            Some(fd)
+        }
+        None => None,
+    };
+    crate::sys::fd::pass_fds(&mut cmd, fds).map_err(fail)?;
     let mut child = cmd.spawn().map_err(fail)?;
     drop(log_read);
+    drop(agent_log);
     if let Some(mut pipe) = child.stdin.take() {
         if let Some(c) = creds {
             pipe.write_all(&c.to_wire()).map_err(fail)?;

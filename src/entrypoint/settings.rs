@@ -499,6 +499,43 @@ impl Settings {
             )
         });
 
+        let mut session = session;
+        if let Some(rt) = session.as_mut().filter(|_| !upstreams.is_empty()) {
+            let mut own_ports = vec![net.ssh_port];
+            own_ports.extend(credentials.is_some().then_some(net.http_port));
+            own_ports.extend(metrics_port);
+            own_ports.sort_unstable();
+            own_ports.dedup();
+            match crate::container::boot::share_source(&rt.engine, &rt.instance) {
+                Ok(share_source) => {
+                    rt.gate = Some(crate::gate::GateRuntime {
+                        share_source,
+                        targets: upstreams
+                            .iter()
+                            .map(|c| crate::gate::relay::Target {
+                                name: c.declared.name.clone(),
+                                host: c.declared.host.clone(),
+                                port: c.declared.port,
+                            })
+                            .collect(),
+                        own_ports,
+                    })
+                }
+                Err(problem) => env.errors.push(ConfigError::new(
+                    crate::upstream::VAR,
+                    None,
+                    format!(
+                        "{problem}: with SESSION_IMAGE, session containers get the upstreams' agent socket, pins and ssh_config from there"
+                    ),
+                    format!(
+                        "give the bastion a volume at {}: -v bastion-share:{} (a named volume, or a host directory)",
+                        crate::gate::SHARE_DIR,
+                        crate::gate::SHARE_DIR
+                    ),
+                )),
+            }
+        }
+
         if !env.errors.is_empty() {
             return Err(env.errors);
         }

@@ -172,6 +172,70 @@ pub(super) fn prepare(upstreams: &[Checked], p: &UpstreamPaths) -> Result<bool, 
     Ok(true)
 }
 
+/// The egress gate's files for session containers (SPEC 14), in the share
+/// volume (root-owned, 0755, not writable by any session): every pin in
+/// one known_hosts file, and one ssh_config the same for every session
+/// (`HostName bastion-gate`, which each container resolves to its gate
+/// with `--add-host`; the ports are stable per upstream). The agent
+/// proxy's socket joins them when the agent starts.
+pub(super) fn prepare_share(
+    upstreams: &[Checked],
+    gate: &crate::gate::GateRuntime,
+    share_dir: &Path,
+) -> Result<(), BootError> {
+    use crate::gate;
+    let io = |what: &Path| {
+        let what = what.display().to_string();
+        move |e| BootError::io(format!("prepare {what}"), e)
+    };
+    crate::checked::ensure_root_dir(share_dir, 0o755).map_err(io(share_dir))?;
+    let (pins, config) = share_files(upstreams, gate).map_err(BootError::Failed)?;
+    let known = share_dir.join(gate::SHARE_KNOWN_HOSTS);
+    files::write_root_file(&known, pins.as_bytes(), 0o644).map_err(io(&known))?;
+    let conf = share_dir.join(gate::SHARE_SSH_CONFIG);
+    files::write_root_file(&conf, config.as_bytes(), 0o644).map_err(io(&conf))?;
+    let ports = gate::plan_ports(upstreams.len(), &gate.own_ports);
+    let listed: Vec<String> = upstreams
+        .iter()
+        .zip(&ports)
+        .map(|(c, p)| format!("{} on {p}", c.declared.name))
+        .collect();
+    log(&format!(
+        "egress gate: session containers reach {} at bastion-gate (files in {}, host path {})",
+        listed.join(", "),
+        share_dir.display(),
+        gate.share_source
+    ));
+    Ok(())
+}
+
+/// The share's known_hosts (every pin) and the container ssh_config.
+fn share_files(
+    upstreams: &[Checked],
+    gate: &crate::gate::GateRuntime,
+) -> Result<(String, String), String> {
+    use crate::gate::{self, ssh_config};
+    let pins: String = upstreams.iter().map(pin_lines).collect();
+    let ports = gate::plan_ports(upstreams.len(), &gate.own_ports);
+    let blocks: Vec<ssh_config::ContainerUpstream> = upstreams
+        .iter()
+        .zip(&ports)
+        .map(|(c, &gate_port)| ssh_config::ContainerUpstream {
+            name: &c.declared.name,
+            user: &c.declared.user,
+            host: &c.declared.host,
+            port: c.declared.port,
+            gate_port,
+        })
+        .collect();
+    let side = ssh_config::ContainerSide {
+        gate_host: gate::network::GATE_ALIAS,
+        agent_socket: gate::CONTAINER_AGENT_SOCKET,
+        known_hosts: gate::CONTAINER_KNOWN_HOSTS,
+    };
+    Ok((pins, ssh_config::render(&side, &blocks)?))
+}
+
 /// `ssh prod` works only if the system ssh_config reads ssh_config.d (the
 /// OpenSSH packages of Alpine and Debian do).
 fn warn_unless_included(conf: &Path) {
@@ -224,10 +288,14 @@ fn wait_for_socket(
 
 /// Starts the agent, loads the keys, starts the proxy. The children die
 /// with the process that started them (sshd, once the entrypoint execs).
+/// `events` is the write end of the monitor's socket for the proxies'
+/// events (descriptor 3 of each proxy).
 pub(super) fn start(
     upstreams: &[Checked],
     p: &UpstreamPaths,
     proxy_bin: &Path,
+    share_socket: Option<&Path>,
+    events: &std::os::fd::OwnedFd,
 ) -> Result<(), BootError> {
     let agent_bin = super::find_program("ssh-agent")?;
     let add_bin = super::find_program("ssh-add")?;
@@ -297,31 +365,60 @@ pub(super) fn start(
         ));
     }
 
-    let mut proxy = Command::new(proxy_bin);
-    proxy
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .arg("--listen")
-        .arg(&p.socket)
-        .arg("--agent")
-        .arg(&p.agent_socket)
-        .arg("--upstreams")
-        .arg(p.public_dir.join("upstreams.json"))
-        .arg("--user")
-        .arg(AGENT_USER)
-        .arg("--client-user")
-        .arg(SESSION_USER)
-        .arg("--metrics-file")
-        .arg(&p.metrics)
-        .arg("--parent-pid")
-        .arg(std::process::id().to_string())
-        .stdin(Stdio::null());
-    let mut proxy = proxy
-        .spawn()
-        .map_err(|e| BootError::io(format!("start {}", proxy_bin.display()), e))?;
-    if let Err(e) = wait_for_socket(&p.socket, &mut proxy, "bastion-agent-proxy") {
-        let _ = agent.kill();
-        return Err(e);
+    let proxy_for = |listen: &Path, any_client: bool| {
+        let mut proxy = Command::new(proxy_bin);
+        proxy
+            .env_clear()
+            .env("PATH", SAFE_PATH)
+            .arg("--listen")
+            .arg(listen)
+            .arg("--agent")
+            .arg(&p.agent_socket)
+            .arg("--upstreams")
+            .arg(p.public_dir.join("upstreams.json"))
+            .arg("--user")
+            .arg(AGENT_USER)
+            .arg("--client-user")
+            .arg(SESSION_USER)
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .arg("--events-fd")
+            .arg("3")
+            .arg("--log-format")
+            .arg(crate::audit::format().name())
+            .stdin(Stdio::null());
+        if any_client {
+            proxy.arg("--any-client");
+        } else {
+            proxy.arg("--metrics-file").arg(&p.metrics);
+        }
+        let fail = |e| BootError::io(format!("start {}", proxy_bin.display()), e);
+        let events = crate::sys::fd::dup_high(events).map_err(fail)?;
+        {
+            use std::os::fd::AsRawFd as _;
+            crate::sys::fd::pass_fds(&mut proxy, vec![(events.as_raw_fd(), 3)]).map_err(fail)?;
+        }
+        let mut proxy = proxy.spawn().map_err(fail)?;
+        wait_for_socket(listen, &mut proxy, "bastion-agent-proxy")?;
+        Ok::<_, BootError>(proxy)
+    };
+    let proxy = match proxy_for(&p.socket, false) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            let _ = agent.kill();
+            return Err(e);
+        }
+    };
+    // Session containers' own socket (SPEC 14): the same filter, open to
+    // the image's users, in the share volume the engine mounts from.
+    if let Some(share) = share_socket {
+        match proxy_for(share, true) {
+            Ok(proxy) => std::mem::forget(proxy),
+            Err(e) => {
+                let _ = agent.kill();
+                return Err(e);
+            }
+        }
     }
     log(&format!(
         "upstream agent ready: sessions get SSH_AUTH_SOCK={}, client config {}",
@@ -371,6 +468,54 @@ mod tests {
             pin_lines(&checked("prod", 2222)).lines().next().unwrap(),
             "10.0.0.5,[10.0.0.5]:2222 ssh-ed25519 HOSTA"
         );
+    }
+
+    #[test]
+    fn session_containers_get_every_pin_and_one_static_config() {
+        let gate = crate::gate::GateRuntime {
+            share_source: "/srv/share".into(),
+            targets: Vec::new(),
+            // The bastion's own 2201 is skipped by the gate ports.
+            own_ports: vec![22, 2201],
+        };
+        let (pins, cfg) =
+            share_files(&[checked("prod", 2222), checked("backup", 22)], &gate).unwrap();
+        assert_eq!(
+            pins.lines().collect::<Vec<_>>(),
+            [
+                "10.0.0.5,[10.0.0.5]:2222 ssh-ed25519 HOSTA",
+                "10.0.0.5,[10.0.0.5]:2222 ssh-rsa HOSTB",
+                "10.0.0.5 ssh-ed25519 HOSTA",
+                "10.0.0.5 ssh-rsa HOSTB",
+            ]
+        );
+        let lines: Vec<&str> = cfg.lines().map(str::trim).collect();
+        let block = |name: &str| -> Vec<&str> {
+            let at = lines
+                .iter()
+                .position(|l| *l == format!("Host {name}"))
+                .unwrap();
+            lines[at + 1..]
+                .iter()
+                .take_while(|l| !l.starts_with("Host "))
+                .copied()
+                .collect()
+        };
+        let prod = block("prod");
+        for want in [
+            "HostName bastion-gate",
+            "Port 2200",
+            "User deploy",
+            "HostKeyAlias [10.0.0.5]:2222",
+            "IdentityAgent /run/bastion/upstream/agent.sock",
+            "UserKnownHostsFile /run/bastion/upstream/known_hosts",
+            "StrictHostKeyChecking yes",
+        ] {
+            assert!(prod.contains(&want), "{want:?} missing in\n{cfg}");
+        }
+        let backup = block("backup");
+        assert!(backup.contains(&"Port 2202"), "{cfg}");
+        assert!(backup.contains(&"HostKeyAlias 10.0.0.5"), "{cfg}");
     }
 
     #[test]

@@ -122,8 +122,12 @@ async fn serve(command: Command, engine: EngineCli) -> Result<(), (u8, String)> 
                     ..Limits::default()
                 },
             };
-            let sink: EventSink =
-                Arc::new(|r: ConnectRecord| eprintln!("{}", crate::audit::render(&r.event())));
+            let sink: EventSink = Arc::new(|r: ConnectRecord| {
+                eprintln!(
+                    "{}",
+                    crate::audit::render_now(&r.record(), crate::audit::format())
+                )
+            });
             let gate = SessionGate::open(spec, &engine, sink)
                 .await
                 .map_err(|e| (exit::FAILURE, e.to_string()))?;

@@ -30,6 +30,77 @@ pub(crate) const FIRST_GATE_PORT: u16 = 2200;
 /// socket, not replace it).
 pub(crate) const CONTAINER_AGENT_SOCKET: &str = "/run/bastion/upstream/agent.sock";
 pub(crate) const CONTAINER_KNOWN_HOSTS: &str = "/run/bastion/upstream/known_hosts";
+/// Where a session container's ssh reads the upstream blocks (Debian's and
+/// Alpine's ssh_config include `ssh_config.d/*.conf`).
+pub(crate) const CONTAINER_SSH_CONFIG: &str = "/etc/ssh/ssh_config.d/bastion-upstreams.conf";
+
+/// The bastion's own volume (named or bind) the engine can mount from: the
+/// files every session container gets (the agent proxy's socket, the
+/// pinned known_hosts, the container ssh_config) live there.
+pub(crate) const SHARE_DIR: &str = "/run/bastion/share";
+/// The files in [`SHARE_DIR`].
+pub(crate) const SHARE_AGENT_SOCKET: &str = "agent.sock";
+pub(crate) const SHARE_KNOWN_HOSTS: &str = "known_hosts";
+pub(crate) const SHARE_SSH_CONFIG: &str = "ssh_config";
+
+/// The gate part of the runtime file (SESSION_IMAGE and UPSTREAMS both
+/// set), fixed at boot: what the monitor opens per session and what the
+/// runner mounts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GateRuntime {
+    /// The host path (as the engine sees it) of the volume at
+    /// [`SHARE_DIR`].
+    pub(crate) share_source: String,
+    /// The declared upstreams, in declaration order.
+    pub(crate) targets: Vec<Target>,
+    /// The bastion's own ports (sshd, HTTP, metrics), held silent on each
+    /// gate address and skipped by the gate ports.
+    pub(crate) own_ports: Vec<u16>,
+}
+
+impl GateRuntime {
+    /// `(host path in the share, path in the session container)` of each
+    /// file a session container gets, all read-only (a socket can be
+    /// connected to on a read-only mount, not replaced).
+    pub(crate) fn mounts(&self) -> [(String, &'static str); 3] {
+        let at = |f: &str| format!("{}/{f}", self.share_source.trim_end_matches('/'));
+        [
+            (at(SHARE_AGENT_SOCKET), CONTAINER_AGENT_SOCKET),
+            (at(SHARE_KNOWN_HOSTS), CONTAINER_KNOWN_HOSTS),
+            (at(SHARE_SSH_CONFIG), CONTAINER_SSH_CONFIG),
+        ]
+    }
+}
+
+/// The `Source` of the mount at [`SHARE_DIR`] in a container inspect's
+/// `.Mounts` (JSON): the host path the engine mounts session files from.
+/// `Err` says why there is none usable.
+pub(crate) fn share_source_in(mounts_json: &str) -> Result<String, String> {
+    let v: serde_json::Value = serde_json::from_str(mounts_json)
+        .map_err(|e| format!("cannot read the bastion's mounts from the engine: {e}"))?;
+    let source = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m.get("Destination").and_then(|d| d.as_str()) == Some(SHARE_DIR))
+        .and_then(|m| m.get("Source"))
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| format!("the bastion's container has no volume at {SHARE_DIR}"))?;
+    // It goes into `--mount type=bind,source=...`: a comma or a control
+    // character would be read as another option.
+    let plain = source.starts_with('/')
+        && !source
+            .chars()
+            .any(|c| c == ',' || c == '"' || c.is_control());
+    if plain {
+        Ok(source.to_owned())
+    } else {
+        Err(format!(
+            "the host path of the volume at {SHARE_DIR} (\"{}\") is not a plain absolute path",
+            crate::audit::escape(source)
+        ))
+    }
+}
 
 /// Why a session's gate could not open (the session then fails with this
 /// reason) or close cleanly.
@@ -338,6 +409,37 @@ mod tests {
         assert!(
             calls.lines().last() == Some("network rm bastion-net-0123456789abcdef"),
             "{calls}"
+        );
+    }
+
+    #[test]
+    fn the_share_volume_is_found_among_the_mounts() {
+        let json = r#"[{"Type":"bind","Source":"/var/run/docker.sock","Destination":"/var/run/docker.sock"},
+            {"Type":"volume","Name":"bastion-share","Source":"/var/lib/docker/volumes/bastion-share/_data","Destination":"/run/bastion/share"}]"#;
+        assert_eq!(
+            share_source_in(json).unwrap(),
+            "/var/lib/docker/volumes/bastion-share/_data"
+        );
+        let none = r#"[{"Type":"bind","Source":"/srv","Destination":"/run/bastion/sharex"}]"#;
+        assert!(share_source_in(none)
+            .unwrap_err()
+            .contains("no volume at /run/bastion/share"));
+        assert!(share_source_in("[]").is_err());
+        assert!(share_source_in("null").is_err());
+        assert!(share_source_in("not json").is_err());
+        // A host path that would add mount options is refused.
+        for hostile in ["/srv/a,readonly=false", "relative/path", "/srv/a\nb"] {
+            let json = format!(r#"[{{"Source":"{hostile}","Destination":"/run/bastion/share"}}]"#);
+            assert!(share_source_in(&json).is_err(), "{hostile}");
+        }
+        let rt = GateRuntime {
+            share_source: "/srv/share/".into(),
+            targets: Vec::new(),
+            own_ports: vec![22],
+        };
+        assert_eq!(
+            rt.mounts()[0],
+            ("/srv/share/agent.sock".to_owned(), CONTAINER_AGENT_SOCKET)
         );
     }
 

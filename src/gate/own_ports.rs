@@ -91,9 +91,17 @@ impl Shadow {
     /// full, so every further connection attempt goes unanswered.
     pub(crate) async fn hold(addrs: &[SocketAddr], ports: &[u16]) -> io::Result<Shadow> {
         let mut held = Vec::new();
-        for (&addr, &port) in addrs.iter().flat_map(|a| ports.iter().map(move |p| (a, p))) {
-            let mut at = addr;
-            at.set_port(port);
+        // Collected first: no iterator of borrowed closures lives across
+        // an await (the future must be Send for the monitor's tasks).
+        let mut all = Vec::with_capacity(addrs.len() * ports.len());
+        for a in addrs {
+            for &p in ports {
+                let mut at = *a;
+                at.set_port(p);
+                all.push(at);
+            }
+        }
+        for at in all {
             let sock = match at {
                 SocketAddr::V4(_) => TcpSocket::new_v4()?,
                 SocketAddr::V6(_) => TcpSocket::new_v6()?,

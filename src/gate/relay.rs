@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// One declared upstream as the gate sees it: where its connections go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Target {
     /// The upstream's name (`prod`), as declared in `UPSTREAMS`.
     pub(crate) name: String,
@@ -105,20 +105,24 @@ pub(crate) struct ConnectRecord {
 }
 
 impl ConnectRecord {
-    /// The `upstream.connect` audit event; render it with `audit::render`.
-    pub(crate) fn event(&self) -> crate::audit::Event<'_> {
-        crate::audit::Event::UpstreamConnect(crate::audit::UpstreamConnect {
-            session: &self.session,
-            identity: &self.identity,
-            upstream: &self.upstream,
-            target: &self.target,
-            client: self.client,
-            bytes_up: self.bytes_up,
-            bytes_down: self.bytes_down,
-            duration_ms: self.duration.as_millis(),
-            outcome: self.outcome.word(),
-            reason: self.outcome.reason(),
-        })
+    /// The `upstream.connect` audit event (SPEC 14); render it with
+    /// `audit::render`.
+    pub(crate) fn record(&self) -> crate::audit::Record {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        crate::audit::Record::new("upstream.connect")
+            .str("session", self.session.clone())
+            .str("identity", self.identity.clone())
+            .str("upstream", self.upstream.clone())
+            .str("target", self.target.clone())
+            .str("client", self.client.to_string())
+            .int("bytes_up", n(self.bytes_up))
+            .int("bytes_down", n(self.bytes_down))
+            .int(
+                "duration_ms",
+                i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX),
+            )
+            .str("outcome", self.outcome.word())
+            .opt("reason", self.outcome.reason())
     }
 }
 

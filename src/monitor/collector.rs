@@ -5,10 +5,14 @@
 //! without one. The monitor decides who a session is; a message never
 //! names its own identity, client address or transport.
 
-use super::event::{Event, Format};
 use super::procs::{self, ProcKey};
 use super::relay::{client_key, Accepted, Said};
 use super::Shared;
+use crate::audit::{Format, Record};
+use crate::container::engine::Engine;
+use crate::gate::network::EngineCli;
+use crate::gate::relay::{ConnectRecord, EventSink, Limits};
+use crate::gate::{GateSpec, SessionGate};
 use crate::session::protocol::{Msg, Reply, MAX_MESSAGE};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -112,16 +116,15 @@ impl Shared {
         }
     }
 
-    pub(crate) fn emit(&self, e: Event) {
-        self.out
-            .line(e.render(self.format, &super::event::now_rfc3339()));
+    pub(crate) fn emit(&self, e: Record) {
+        self.out.line(crate::audit::render_now(&e, self.format));
     }
 
     /// A line of the monitor's own (not an audit event).
     pub(crate) fn note(&self, msg: &str) {
         match self.format {
             Format::Text => self.out.line(format!("bastion-monitor: {msg}")),
-            Format::Json => self.emit(Event::new("monitor").str("message", msg)),
+            Format::Json => self.emit(Record::new("monitor").str("message", msg)),
         }
     }
 }
@@ -146,6 +149,8 @@ async fn connection(stream: UnixStream, shared: Shared) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut session: Option<Session> = None;
+    let mut gate: Option<SessionGate> = None;
+    let mut wrapper: Option<ProcKey> = None;
     let mut ended = false;
     loop {
         let mut line = Vec::new();
@@ -165,11 +170,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
             break;
         };
         let reply = match msg {
-            Msg::Ping => Some(Reply {
-                session: None,
-                identity: None,
-                error: None,
-            }),
+            Msg::Ping => Some(Reply::default()),
             // One session at a time; a connection whose session ended may
             // start the next (the listener keeps its connections).
             Msg::Start { .. } if session.is_some() && !ended => break,
@@ -183,16 +184,27 @@ async fn connection(stream: UnixStream, shared: Shared) {
             } => match start(&shared, pid, &mode, ssh_connection, http_who, http_client).await {
                 Ok(s) => {
                     shared.emit(
-                        common(Event::new("session.start"), &s)
+                        common(Record::new("session.start"), &s)
                             .str("mode", s.mode)
                             .bool("tty", tty)
                             .opt("request", request),
                     );
-                    shared.state.lock().unwrap().metrics.active(s.transport, 1);
+                    {
+                        let mut st = shared.state.lock().unwrap();
+                        st.metrics.active(s.transport, 1);
+                        // The agent proxy's events name the SSH session
+                        // whose wrapper (this peer) asked.
+                        if s.transport == "ssh" {
+                            if let Some(k) = procs::key(pid) {
+                                st.live.insert(k, (s.id.clone(), s.identity.clone()));
+                                wrapper = Some(k);
+                            }
+                        }
+                    }
                     let reply = Reply {
                         session: Some(s.id.clone()),
                         identity: Some(s.identity.clone()),
-                        error: None,
+                        ..Reply::default()
                     };
                     session = Some(s);
                     ended = false;
@@ -201,9 +213,8 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 Err(e) => {
                     shared.note(&format!("refused a session from pid {pid}: {e}"));
                     Some(Reply {
-                        session: None,
-                        identity: None,
                         error: Some(e),
+                        ..Reply::default()
                     })
                 }
             },
@@ -224,14 +235,14 @@ async fn connection(stream: UnixStream, shared: Shared) {
                 let s = session.as_mut().expect("checked above");
                 let e = if allow {
                     shared.state.lock().unwrap().metrics.allowed += 1;
-                    common(Event::new("command.allow"), s)
+                    common(Record::new("command.allow"), s)
                         .str("request", request)
                         .opt("rule", rule)
                         .opt("source", source)
                 } else {
                     shared.state.lock().unwrap().metrics.denied += 1;
                     s.outcome = Some("denied");
-                    common(Event::new("command.deny"), s)
+                    common(Record::new("command.deny"), s)
                         .str("request", request)
                         .opt("reason", reason)
                 };
@@ -241,28 +252,48 @@ async fn connection(stream: UnixStream, shared: Shared) {
             Msg::Busy => {
                 let s = session.as_mut().expect("checked above");
                 s.outcome = Some("busy");
-                shared.emit(common(Event::new("session.busy"), s));
+                shared.emit(common(Record::new("session.busy"), s));
                 None
             }
             Msg::Register { container } => {
                 let s = session.as_mut().expect("checked above");
                 let error = register(&shared, s, container);
                 Some(Reply {
-                    session: None,
-                    identity: None,
                     error,
+                    ..Reply::default()
                 })
             }
-            Msg::End { exit } => {
+            Msg::Gate => {
                 let s = session.as_ref().expect("checked above");
-                end(&shared, s, &exit);
+                Some(match open_gate(&shared, s, &gate).await {
+                    Ok(g) => {
+                        let reply = Reply {
+                            network: Some(g.network().to_owned()),
+                            address: Some(g.address().to_string()),
+                            ..Reply::default()
+                        };
+                        gate = Some(g);
+                        reply
+                    }
+                    Err(e) => {
+                        shared.note(&format!("no egress gate for session {}: {e}", s.id));
+                        Reply {
+                            error: Some(e),
+                            ..Reply::default()
+                        }
+                    }
+                })
+            }
+            Msg::End { exit, timed_out } => {
+                let s = session.as_ref().expect("checked above");
+                end(&shared, s, &exit, timed_out);
                 // The runner removed its container before reporting the end.
                 containers_ended(&shared, s, if exit == "125" { "failed" } else { "started" });
+                close_gate(&shared, s, gate.take()).await;
                 ended = true;
                 Some(Reply {
                     session: Some(s.id.clone()),
-                    identity: None,
-                    error: None,
+                    ..Reply::default()
                 })
             }
         };
@@ -274,11 +305,69 @@ async fn connection(stream: UnixStream, shared: Shared) {
             }
         }
     }
+    if let Some(k) = wrapper {
+        shared.state.lock().unwrap().live.remove(&k);
+    }
     if let Some(s) = &session {
         if !ended {
-            end(&shared, s, "lost");
+            end(&shared, s, "lost", false);
             reap(&shared, s).await;
         }
+        // After the container is gone: nothing is left on the network.
+        close_gate(&shared, s, gate.take()).await;
+    }
+}
+
+/// Opens the egress gate of session `s` (SPEC 14): only where the gate is
+/// configured, once, and only after the session's container is registered
+/// (so a lost session's container is removed before its network).
+async fn open_gate(
+    shared: &Shared,
+    s: &Session,
+    open: &Option<SessionGate>,
+) -> Result<SessionGate, String> {
+    let (Some(cfg), Some(engine)) = (shared.gate.clone(), shared.engine.clone()) else {
+        return Err("this bastion has no egress gate (no UPSTREAMS with SESSION_IMAGE)".into());
+    };
+    if open.is_some() {
+        return Err("the session's gate is open already".into());
+    }
+    if s.resources.is_empty() {
+        return Err("no session container is registered".into());
+    }
+    let spec = GateSpec {
+        session: s.id.clone(),
+        identity: s.identity.clone(),
+        instance: cfg.instance.clone(),
+        targets: cfg.runtime.targets.clone(),
+        own_ports: cfg.runtime.own_ports.clone(),
+        limits: Limits::default(),
+    };
+    let out = shared.clone();
+    let sink: EventSink = std::sync::Arc::new(move |r: ConnectRecord| {
+        out.emit(r.record());
+    });
+    SessionGate::open(spec, &engine_cli(&engine), sink)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The engine's CLI for the gate's network calls: the runtime file's
+/// engine, its environment and address.
+pub(crate) fn engine_cli(engine: &std::sync::Arc<Engine>) -> EngineCli {
+    let e = engine.clone();
+    EngineCli::from_command(engine.cli.display().to_string(), move || e.command())
+}
+
+/// Closes the session's gate (its connections are logged
+/// `outcome=gate-closed`), removing its network.
+async fn close_gate(shared: &Shared, s: &Session, gate: Option<SessionGate>) {
+    let Some(g) = gate else { return };
+    if let Err(e) = g.close().await {
+        shared.note(&format!(
+            "warning: session {}: {e} (it is removed at the next boot)",
+            s.id
+        ));
     }
 }
 
@@ -341,7 +430,7 @@ async fn reap(shared: &Shared, s: &Session) {
 }
 
 /// The common fields of SPEC 11 (`ts` and `event` are added by render).
-fn common(e: Event, s: &Session) -> Event {
+fn common(e: Record, s: &Session) -> Record {
     let e = e
         .str("session", s.id.clone())
         .str("identity", s.identity.clone())
@@ -353,12 +442,14 @@ fn common(e: Event, s: &Session) -> Event {
     })
 }
 
-fn end(shared: &Shared, s: &Session, exit: &str) {
+/// `timed_out`: `SESSION_TIMEOUT` stopped the session (`reason=timeout`).
+fn end(shared: &Shared, s: &Session, exit: &str, timed_out: bool) {
     let took = s.started.elapsed();
     shared.emit(
-        common(Event::new("session.end"), s)
+        common(Record::new("session.end"), s)
             .str("exit", exit)
-            .int("duration_ms", took.as_millis() as i64),
+            .int("duration_ms", took.as_millis() as i64)
+            .opt("reason", timed_out.then_some("timeout")),
     );
     let outcome = match (s.outcome, exit) {
         (_, "lost") => "lost",
@@ -525,13 +616,15 @@ mod tests {
         Shared {
             state: Arc::new(Mutex::new(super::super::State {
                 logins: Default::default(),
+                live: Default::default(),
                 metrics: Default::default(),
                 listener: None,
             })),
             logins_changed: Arc::new(tokio::sync::Notify::new()),
-            out: super::super::output::Output::start(Box::new(std::io::sink()), false),
+            out: super::super::output::Output::start(Box::new(std::io::sink()), Format::Text),
             format: Format::Text,
             user: "agent".into(),
+            gate: None,
             engine: containers.then(|| {
                 Arc::new(crate::container::engine::Engine {
                     kind: crate::container::settings::EngineKind::Docker,
@@ -631,6 +724,34 @@ mod tests {
         let st = sh.state.lock().unwrap();
         assert_eq!(st.metrics.containers_active, 0);
         assert_eq!(st.metrics.containers.get("started"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn a_gate_opens_only_where_configured_and_after_the_container() {
+        let mut sh = shared(true);
+        let mut s = session("0123456789abcdef");
+        let e = open_gate(&sh, &s, &None).await.err().unwrap();
+        assert!(e.contains("no egress gate"), "{e}");
+        sh.gate = Some(Arc::new(super::super::GateConfig {
+            runtime: crate::gate::GateRuntime {
+                share_source: "/srv/share".into(),
+                targets: Vec::new(),
+                own_ports: vec![22],
+            },
+            instance: "f".repeat(64),
+        }));
+        let e = open_gate(&sh, &s, &None).await.err().unwrap();
+        assert!(e.contains("no session container is registered"), "{e}");
+        assert_eq!(
+            register(&sh, &mut s, "bastion-session-0123456789abcdef".into()),
+            None
+        );
+        // Now the engine is asked (and this one fails): its words come back.
+        let e = open_gate(&sh, &s, &None).await.err().unwrap();
+        assert!(
+            e.starts_with("cannot create the session network bastion-net-0123456789abcdef: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The HTTP socket keeper (issue 12.1): the monitor binds HTTP_PORT on
-//! `0.0.0.0` and `[::]` (IPv6-only, so the two families are two sockets)
-//! and keeps both listening sockets for the container's life. The
-//! listener, `bastion-cgi`, gets them as descriptors 3 and 4 and the
+//! `0.0.0.0` and `[::]` (IPv6-only, so the two families are two sockets;
+//! with the egress gate, each boot-time address instead) and keeps the
+//! listening sockets for the container's life. The
+//! listener, `bastion-cgi`, gets them as descriptors 3, 4, ... and the
 //! credentials on a pipe, drops to the session user, and is started again
 //! whenever it exits. A session can kill the listener, but never bind the
 //! port (it is always taken, by root) and never see a token.
@@ -22,14 +23,35 @@ const BACKLOG: i32 = 1024;
 const STABLE: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// The listening sockets, passed to the listener as descriptors 3, 4, ...
 pub(crate) struct Sockets {
-    v4: OwnedFd,
-    v6: Option<OwnedFd>,
+    fds: Vec<OwnedFd>,
 }
 
-/// Binds both wildcards on `port`. IPv4 must succeed; IPv6 may be absent
-/// from the kernel or the container (then no one can bind it either).
-pub(crate) fn bind(port: u16) -> Result<(Sockets, Option<String>), String> {
+/// Binds both wildcards on `port`, or with `only` (the egress gate, SPEC
+/// 14: the addresses the container had at boot) each of those addresses,
+/// so nothing of the bastion listens on a session network joined later.
+/// With the wildcards, IPv4 must succeed; IPv6 may be absent from the
+/// kernel or the container (then no one can bind it either).
+pub(crate) fn bind(
+    port: u16,
+    only: Option<&[std::net::IpAddr]>,
+) -> Result<(Sockets, Option<String>), String> {
+    let high = |l: TcpListener| {
+        crate::sys::fd::dup_high(&l).map_err(|e| format!("cannot keep the HTTP socket: {e}"))
+    };
+    if let Some(addrs) = only {
+        let mut fds = Vec::with_capacity(addrs.len());
+        for &ip in addrs {
+            let at = std::net::SocketAddr::new(ip, port);
+            let l = TcpListener::bind(at).map_err(|e| format!("cannot listen on {at}: {e}"))?;
+            fds.push(high(l)?);
+        }
+        if fds.is_empty() {
+            return Err(format!("no address to listen on for port {port}"));
+        }
+        return Ok((Sockets { fds }, None));
+    }
     let v4 = TcpListener::bind(("0.0.0.0", port))
         .map_err(|e| format!("cannot listen on 0.0.0.0:{port}: {e}"))?;
     let (v6, note) = match crate::sys::socket::listen_v6only(port, BACKLOG) {
@@ -41,16 +63,11 @@ pub(crate) fn bind(port: u16) -> Result<(Sockets, Option<String>), String> {
             )),
         ),
     };
-    let high = |l: TcpListener| {
-        crate::sys::fd::dup_high(&l).map_err(|e| format!("cannot keep the HTTP socket: {e}"))
-    };
-    Ok((
-        Sockets {
-            v4: high(v4)?,
-            v6: v6.map(high).transpose()?,
-        },
-        note,
-    ))
+    let mut fds = vec![high(v4)?];
+    if let Some(v6) = v6 {
+        fds.push(high(v6)?);
+    }
+    Ok((Sockets { fds }, note))
 }
 
 pub(crate) struct Keeper {
@@ -58,6 +75,8 @@ pub(crate) struct Keeper {
     pub(crate) runtime: PathBuf,
     pub(crate) sockets: Sockets,
     pub(crate) creds: Credentials,
+    /// `LOG_FORMAT`, for the listener's access lines.
+    pub(crate) format: crate::audit::Format,
 }
 
 impl Keeper {
@@ -68,13 +87,13 @@ impl Keeper {
             .arg("--runtime")
             .arg(&self.runtime)
             .arg("--credentials-stdin")
-            .arg("--listen-fd")
-            .arg("3")
+            .arg("--log-format")
+            .arg(self.format.name())
             .stdin(Stdio::piped());
-        let mut fds = vec![(self.sockets.v4.as_raw_fd(), 3)];
-        if let Some(v6) = &self.sockets.v6 {
-            cmd.arg("--listen-fd").arg("4");
-            fds.push((v6.as_raw_fd(), 4));
+        let mut fds = Vec::with_capacity(self.sockets.fds.len());
+        for (fd, n) in self.sockets.fds.iter().zip(3..) {
+            cmd.arg("--listen-fd").arg(n.to_string());
+            fds.push((fd.as_raw_fd(), n));
         }
         crate::sys::fd::pass_fds(&mut cmd, fds)?;
         let mut child = tokio::process::Command::from(cmd).spawn()?;

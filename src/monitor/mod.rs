@@ -6,15 +6,15 @@
 //! trace nor out-bind it, and nothing a session sends decides who the
 //! session is.
 
+mod agent_log;
 mod collector;
-mod event;
 mod keeper;
 mod metrics;
 mod output;
 mod procs;
 mod relay;
 
-pub(crate) use event::Format;
+pub(crate) use crate::audit::Format;
 
 use crate::config::{Runtime, RUNTIME_FILE};
 use crate::exit::{self, Failure, Tool};
@@ -45,6 +45,10 @@ struct Args {
     /// Descriptor of the read end of sshd's stderr (a SOCK_SEQPACKET socket).
     #[arg(long, value_name = "FD")]
     sshd_log_fd: Option<i32>,
+    /// Descriptor of the read end of the agent proxies' stderr (the same
+    /// kind of socket): their events.
+    #[arg(long, value_name = "FD")]
+    agent_log_fd: Option<i32>,
     /// HTTP port to keep (the credentials come on stdin).
     #[arg(long, value_name = "PORT")]
     http_port: Option<u16>,
@@ -58,6 +62,9 @@ struct Args {
 
 struct State {
     logins: collector::Logins,
+    /// SSH sessions by their wrapper: (session id, identity), for the
+    /// agent proxy's events.
+    live: std::collections::HashMap<procs::ProcKey, (String, String)>,
     metrics: metrics::Metrics,
     /// The HTTP listener running now.
     listener: Option<procs::ProcKey>,
@@ -74,6 +81,15 @@ pub(crate) struct Shared {
     /// Session containers (SPEC 12): the engine of the runtime file, the
     /// only one the monitor runs to remove a lost session's container.
     engine: Option<Arc<crate::container::engine::Engine>>,
+    /// The egress gate (SPEC 14): opened per session on its connection.
+    gate: Option<Arc<GateConfig>>,
+}
+
+/// What every session's gate is opened with.
+pub(crate) struct GateConfig {
+    runtime: crate::gate::GateRuntime,
+    /// This bastion's container id (the networks' instance label).
+    instance: String,
 }
 
 pub fn main() -> ExitCode {
@@ -99,24 +115,47 @@ fn run(args: Args) -> Result<(), String> {
         None => None,
     };
     let sshd_log = match args.sshd_log_fd {
-        Some(fd) => Some(adopt(fd)?),
+        Some(fd) => Some(adopt("sshd-log-fd", fd)?),
         None => None,
     };
+    let agent_log = match args.agent_log_fd {
+        Some(fd) => Some(adopt("agent-log-fd", fd)?),
+        None => None,
+    };
+    // SPEC 14: with the egress gate, the bastion's own listeners keep to
+    // the addresses it has now, before any session network is joined.
+    let gated = rt.session.as_ref().is_some_and(|s| s.gate.is_some());
+    let boot_addresses = if gated {
+        Some(
+            crate::gate::own_ports::boot_addresses()
+                .map_err(|e| format!("cannot list the container's addresses: {e}"))?,
+        )
+    } else {
+        None
+    };
     let sockets = match args.http_port {
-        Some(port) => Some(keeper::bind(port)?),
+        Some(port) => Some(keeper::bind(port, boot_addresses.as_deref())?),
         None => None,
     };
     let shared = Shared {
         state: Arc::new(Mutex::new(State {
             logins: Default::default(),
+            live: Default::default(),
             metrics: Default::default(),
             listener: None,
         })),
         logins_changed: Arc::new(tokio::sync::Notify::new()),
-        out: output::Output::stderr(format == Format::Json),
+        out: output::Output::stderr(format),
         format,
         user: rt.user.clone().into(),
         engine: rt.session.as_ref().map(|s| Arc::new(s.engine.clone())),
+        gate: rt.session.as_ref().and_then(|s| {
+            let runtime = s.gate.clone()?;
+            Some(Arc::new(GateConfig {
+                runtime,
+                instance: s.instance.clone(),
+            }))
+        }),
     };
     let socket = socket_path(&args.runtime);
     let listener = bind_events(&socket)?;
@@ -133,6 +172,11 @@ fn run(args: Args) -> Result<(), String> {
         });
     }
 
+    if let Some(fd) = agent_log {
+        let s = shared.clone();
+        std::thread::spawn(move || agent_log::run(fd, s));
+    }
+
     let tokio_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -140,15 +184,34 @@ fn run(args: Args) -> Result<(), String> {
     tokio_rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| format!("cannot serve {}: {e}", socket.display()))?;
+        if let (Some(gate), Some(engine)) = (&shared.gate, &shared.engine) {
+            // Before any session opens one: networks of an earlier run.
+            let cli = collector::engine_cli(engine);
+            let (gone, failed) = crate::gate::network::reap(&cli, &gate.instance, None).await;
+            for n in gone {
+                shared.note(&format!(
+                    "removed session network {n} left by an earlier run"
+                ));
+            }
+            for e in failed {
+                shared.note(&format!("warning: {e}"));
+            }
+        }
         tokio::spawn(collector::serve(listener, shared.clone()));
         if let Some(port) = args.metrics_port {
-            let l = tokio::net::TcpListener::bind(("0.0.0.0", port))
-                .await
-                .map_err(|e| format!("cannot serve metrics on 0.0.0.0:{port}: {e}"))?;
+            let addrs: Vec<std::net::SocketAddr> = match &boot_addresses {
+                Some(a) => a.iter().map(|ip| (*ip, port).into()).collect(),
+                None => vec![([0, 0, 0, 0], port).into()],
+            };
             let s = shared.clone();
             let render: Arc<dyn Fn() -> String + Send + Sync> =
                 Arc::new(move || s.state.lock().unwrap().metrics.render(s.out.dropped()));
-            tokio::spawn(metrics::serve(l, render));
+            for at in addrs {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| format!("cannot serve metrics on {at}: {e}"))?;
+                tokio::spawn(metrics::serve(l, render.clone()));
+            }
             shared.note(&format!("metrics on port {port} (GET /metrics)"));
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -162,6 +225,7 @@ fn run(args: Args) -> Result<(), String> {
                     runtime: args.runtime.clone(),
                     sockets,
                     creds,
+                    format,
                 };
                 Some(tokio::spawn(k.run(shared.clone(), stopped)))
             }
@@ -186,8 +250,8 @@ fn run(args: Args) -> Result<(), String> {
     })
 }
 
-fn adopt(fd: i32) -> Result<OwnedFd, String> {
-    crate::sys::fd::adopt_inherited(fd).map_err(|e| format!("--sshd-log-fd {fd}: {e}"))
+fn adopt(option: &str, fd: i32) -> Result<OwnedFd, String> {
+    crate::sys::fd::adopt_inherited(fd).map_err(|e| format!("--{option} {fd}: {e}"))
 }
 
 /// The credentials the entrypoint writes on stdin, then closes.

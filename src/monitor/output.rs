@@ -11,6 +11,7 @@
 //! are already queued or dropped, does it go through the queue, so the
 //! order and the drop count stay as they were.
 
+use crate::audit::{Format, Record};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -38,13 +39,14 @@ pub(crate) struct Output {
 
 impl Output {
     /// Starts the writer thread on this process's stderr.
-    pub(crate) fn stderr(json: bool) -> Output {
-        let mut out = Self::start(Box::new(std::io::stderr()), json);
+    pub(crate) fn stderr(format: Format) -> Output {
+        let mut out = Self::start(Box::new(std::io::stderr()), format);
         out.direct = nonblocking_pipe("/proc/self/fd/2").map(Arc::new);
         out
     }
 
-    pub(crate) fn start(mut sink: Box<dyn std::io::Write + Send>, json: bool) -> Output {
+    /// `format` is the `log.dropped` line's.
+    pub(crate) fn start(mut sink: Box<dyn std::io::Write + Send>, format: Format) -> Output {
         let (tx, rx) = sync_channel::<String>(QUEUE_LINES);
         let dropped = Arc::new(AtomicU64::new(0));
         let seen = dropped.clone();
@@ -58,12 +60,11 @@ impl Output {
             while let Ok(line) = rx.recv() {
                 let now = seen.load(Ordering::Relaxed);
                 if now != reported {
-                    let (ts, n) = (super::event::now_rfc3339(), now - reported);
-                    let note = if json {
-                        format!("{{\"ts\":\"{ts}\",\"event\":\"log.dropped\",\"count\":{n},\"total\":{now}}}\n")
-                    } else {
-                        format!("ts={ts} event=log.dropped count={n} total={now}\n")
-                    };
+                    let dropped = Record::new("log.dropped")
+                        .int("count", (now - reported) as i64)
+                        .int("total", now as i64);
+                    let mut note = crate::audit::render_now(&dropped, format);
+                    note.push('\n');
                     let _ = sink.write_all(note.as_bytes());
                     reported = now;
                     told.store(now, Ordering::Release);
@@ -178,7 +179,7 @@ mod tests {
     fn a_stuck_reader_drops_and_counts_instead_of_blocking() {
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let got = Arc::new(Mutex::new(Vec::new()));
-        let out = Output::start(Box::new(Stuck(gate.clone(), got.clone())), false);
+        let out = Output::start(Box::new(Stuck(gate.clone(), got.clone())), Format::Text);
         let t = std::time::Instant::now();
         for i in 0..(QUEUE_LINES * 3) {
             out.line(format!("event=x n={i}"));
@@ -207,7 +208,7 @@ mod tests {
         use std::os::fd::AsRawFd as _;
         let (mut reader, writer) = std::io::pipe().unwrap();
         let fd = writer.as_raw_fd();
-        let mut out = Output::start(Box::new(writer), false);
+        let mut out = Output::start(Box::new(writer), Format::Text);
         out.direct = nonblocking_pipe(&format!("/proc/self/fd/{fd}")).map(Arc::new);
         assert!(out.direct.is_some());
         out.line("event=first".into());
@@ -253,7 +254,7 @@ mod tests {
     fn long_lines_are_cut_to_4_kib() {
         let got = Arc::new(Mutex::new(Vec::new()));
         let gate = Arc::new((Mutex::new(true), Condvar::new()));
-        let out = Output::start(Box::new(Stuck(gate, got.clone())), false);
+        let out = Output::start(Box::new(Stuck(gate, got.clone())), Format::Text);
         out.line("é".repeat(5000));
         std::thread::sleep(std::time::Duration::from_millis(100));
         let g = got.lock().unwrap();

@@ -7,9 +7,9 @@
 //! which key authenticated which client address, which identity
 //! `bastion-keys` gave that key, and failed logins.
 
-use super::event::{self, Event, Format};
 use super::output::Output;
 use super::Shared;
+use crate::audit::{Format, Record};
 use std::io::Read as _;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
@@ -46,17 +46,8 @@ pub(crate) enum Said {
 /// Reads records until sshd and everything that inherited its stderr are
 /// gone. Runs on its own thread: writes never block (see `Output`).
 pub(crate) fn run(fd: OwnedFd, shared: Shared, out: Output, format: Format) {
-    let mut file = std::fs::File::from(fd);
-    let mut buf = vec![0u8; 16 * 1024];
     let mut partial: Vec<u8> = Vec::new();
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        let record = &buf[..n];
+    records(fd, |record| {
         let whole = record.ends_with(b"\n");
         if !whole {
             // A writer that splits its lines over several writes: keep the
@@ -65,12 +56,12 @@ pub(crate) fn run(fd: OwnedFd, shared: Shared, out: Output, format: Format) {
             if partial.len() >= 4096 {
                 emit(&out, format, &std::mem::take(&mut partial));
             }
-            continue;
+            return;
         }
         if !partial.is_empty() {
             partial.extend_from_slice(record);
             emit(&out, format, &std::mem::take(&mut partial));
-            continue;
+            return;
         }
         let body = strip_end(record);
         if !body.iter().any(|&b| b < 0x20 || b == 0x7f) {
@@ -79,9 +70,24 @@ pub(crate) fn run(fd: OwnedFd, shared: Shared, out: Output, format: Format) {
             }
         }
         emit(&out, format, record);
-    }
+    });
     if !partial.is_empty() {
         emit(&out, format, &partial);
+    }
+}
+
+/// Calls `each` with every record of the sequenced-packet socket `fd`
+/// (up to 16 KiB each) until every writer is gone.
+pub(crate) fn records(fd: OwnedFd, mut each: impl FnMut(&[u8])) {
+    let mut file = std::fs::File::from(fd);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => each(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
     }
 }
 
@@ -96,11 +102,10 @@ fn emit(out: &Output, format: Format, record: &[u8]) {
     let text = crate::audit::escape_bytes(strip_end(record));
     match format {
         Format::Text => out.line(text),
-        Format::Json => out.line(
-            Event::new("sshd")
-                .str("message", text)
-                .render(Format::Json, &event::now_rfc3339()),
-        ),
+        Format::Json => out.line(crate::audit::render_now(
+            &Record::new("sshd").str("message", text),
+            Format::Json,
+        )),
     }
 }
 

@@ -49,13 +49,21 @@ pub(crate) enum Msg {
     Busy,
     /// A per-session resource to release when the session is over.
     Register { container: String },
-    /// The session is over: `exit` is the status or `signal:N`.
-    End { exit: String },
+    /// Open the session's egress gate (SPEC 14), after its container is
+    /// registered: answered with the network and the gate's address.
+    Gate,
+    /// The session is over: `exit` is the status or `signal:N`;
+    /// `timed_out`: `SESSION_TIMEOUT` stopped it.
+    End {
+        exit: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        timed_out: bool,
+    },
     /// The HTTP listener refused credentials.
     HttpAuthFailure,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Reply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) session: Option<String>,
@@ -63,6 +71,12 @@ pub(crate) struct Reply {
     pub(crate) identity: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// The session's gate network (answer to [`Msg::Gate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) network: Option<String>,
+    /// The gate's address on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) address: Option<String>,
 }
 
 /// How long a client waits for the monitor before giving up.
@@ -134,9 +148,14 @@ mod tests {
         assert_eq!(
             e,
             Msg::End {
-                exit: "signal:9".into()
+                exit: "signal:9".into(),
+                timed_out: false,
             }
         );
         assert!(serde_json::from_str::<Msg>(r#"{"op":"nope"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&Msg::Gate).unwrap(),
+            r#"{"op":"gate"}"#
+        );
     }
 }

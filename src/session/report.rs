@@ -61,8 +61,26 @@ impl Session {
 
     /// Reports the end and waits until the monitor has logged it.
     pub(crate) fn end(&mut self, exit: String) {
+        self.end_as(exit, false);
+    }
+
+    /// [`Session::end`], saying whether `SESSION_TIMEOUT` ended it.
+    pub(crate) fn end_as(&mut self, exit: String, timed_out: bool) {
         if let Some(c) = &mut self.monitor {
-            let _ = c.ask(&Msg::End { exit });
+            let _ = c.ask(&Msg::End { exit, timed_out });
+        }
+    }
+
+    /// A session container runner's end ([`Finished`]): `SESSION_MAX`
+    /// refusals are busy sessions, as a held lock is.
+    pub(crate) fn finished(&mut self, f: Finished) {
+        match f {
+            Finished::Busy => {
+                self.report(&Msg::Busy);
+                self.end(f.code().to_string());
+            }
+            Finished::Status(c) => self.end(c.to_string()),
+            Finished::Deadline(c) => self.end_as(c.to_string(), true),
         }
     }
 
@@ -95,6 +113,22 @@ impl Session {
         }
     }
 
+    /// Asks the monitor to open the session's egress gate (SPEC 14), after
+    /// [`Session::register`]: the network and the gate's address there.
+    pub(crate) fn gate(&mut self) -> Result<(String, String), String> {
+        let Some(c) = &mut self.monitor else {
+            return Err("the egress gate needs the bastion's monitor".into());
+        };
+        let reply = c
+            .ask(&Msg::Gate)
+            .map_err(|e| format!("the monitor did not open the egress gate: {e}"))?;
+        match (reply.network, reply.address, reply.error) {
+            (Some(n), Some(a), None) => Ok((n, a)),
+            (_, _, Some(e)) => Err(e),
+            _ => Err("the monitor gave no gate network".into()),
+        }
+    }
+
     /// `env` plus who the session is (the command's environment).
     pub(crate) fn tag(&self, env: SessionEnv) -> SessionEnv {
         env.with("BASTION_IDENTITY", &self.identity)
@@ -102,7 +136,8 @@ impl Session {
     }
 }
 
-/// The mode as the monitor spells it.
+/// The mode as the monitor spells it (SPEC 11: `session` is the session
+/// image's own command).
 pub(crate) fn mode_name(mode: &Mode) -> &'static str {
     match mode {
         Mode::Force { .. } => "force",
@@ -136,6 +171,28 @@ pub(crate) fn decision(allow: bool, d: Decided) -> Msg {
 /// session without a monitor still gets an id of the same form).
 fn random_id() -> Result<String, String> {
     crate::sys::random::hex_id().map_err(|e| format!("no random session id: {e}"))
+}
+
+/// How a session ended, as its report tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finished {
+    /// The session's exit status (the engine's status of the container:
+    /// 128+N when its command died of signal N, or exited so; the engine
+    /// does not tell the two apart).
+    Status(u8),
+    /// `SESSION_TIMEOUT` stopped it; the status it ended with.
+    Deadline(u8),
+    /// `SESSION_MAX` containers were running: the busy line, exit 0.
+    Busy,
+}
+
+impl Finished {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Finished::Status(c) | Finished::Deadline(c) => c,
+            Finished::Busy => crate::exit::OK,
+        }
+    }
 }
 
 /// How an HTTP session ended, as the audit trail spells it.
@@ -303,7 +360,14 @@ impl Report {
             End::Lost => return,
         };
         if let Some((mut link, links)) = self.monitor {
-            if link.ask(&Msg::End { exit }).await.is_ok() {
+            if link
+                .ask(&Msg::End {
+                    exit,
+                    timed_out: false,
+                })
+                .await
+                .is_ok()
+            {
                 links.give(link);
             }
         }

@@ -122,10 +122,12 @@ fn container_runner<'a>(
     if !session.borrow().has_monitor() {
         return runner;
     }
-    runner.with_monitor(
-        Box::new(|name: &str| session.borrow_mut().register(name)),
-        Box::new(|code: u8| session.borrow_mut().end(code.to_string())),
-    )
+    runner
+        .with_monitor(
+            Box::new(|name: &str| session.borrow_mut().register(name)),
+            Box::new(|f| session.borrow_mut().finished(f)),
+        )
+        .with_gate(Box::new(|| session.borrow_mut().gate()))
 }
 
 /// A container runner's result (it reports its own end).

@@ -89,6 +89,22 @@ fn docker_logs_tell_who_ran_what_in_json() {
     assert_eq!(find("session.end", "bob")["exit"], "126");
     assert_eq!(find("session.end", "bearer")["exit"], "0");
 
+    // The listener's access line is an event too, in the same format.
+    let access = evs
+        .iter()
+        .find(|e| e["event"] == "http.access" && e["path"] == "/cgi-bin/run")
+        .unwrap_or_else(|| panic!("no http.access: {}", bastion.logs()));
+    assert_eq!(access["status"], 200, "{access}");
+    assert_eq!(access["who"], "bearer", "{access}");
+    assert!(access["ts"].as_str().is_some(), "{access}");
+    // Every line of docker logs is one JSON object: the entrypoint's, the
+    // listener's, sshd's and the events alike.
+    for l in bastion.logs().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["ts"].is_string() && v["event"].is_string(), "{l}");
+    }
+
     // jq reads the same lines (a shipper would).
     let logs = bastion.logs();
     let file = tmp.write("logs.txt", &logs);

@@ -458,6 +458,26 @@ fn a_disconnected_client_leaves_no_container() {
             b.sessions()
         );
     }
+    // Each session ended once (its end follows the container's removal),
+    // and not as a clean exit.
+    let ended = |logs: &str| {
+        logs.lines()
+            .filter(|l| l.contains("event=session.end"))
+            .map(str::to_owned)
+            .collect::<Vec<String>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || ended(&b.container.logs()).len()
+            >= 2),
+        "{}",
+        b.container.logs()
+    );
+    let logs = b.container.logs();
+    let ends = ended(&logs);
+    assert_eq!(ends.len(), 2, "{logs}");
+    for end in ends {
+        assert!(!end.contains(" exit=0 "), "{end}");
+    }
 }
 
 #[test]
@@ -702,12 +722,20 @@ fn sigkilled_session_processes_leave_no_container() {
         b.sessions()
     );
     let _ = client.join();
+    // Counted once the monitor's removal returned (just after the
+    // container is gone).
+    eventually(Duration::from_secs(10), || {
+        metrics().contains("bastion_session_containers_total{outcome=\"reaped\"} 1")
+    });
     let m = metrics();
     for want in [
         "bastion_session_containers_total{outcome=\"started\"} 1",
         "bastion_session_containers_total{outcome=\"reaped\"} 1",
         "bastion_session_containers_total{outcome=\"failed\"} 0",
         "bastion_session_containers_active 0",
+        // The image's own command is SPEC 11's mode `session`.
+        "bastion_sessions_total{transport=\"ssh\",mode=\"session\",outcome=\"failed\"} 1",
+        "bastion_sessions_total{transport=\"ssh\",mode=\"session\",outcome=\"lost\"} 1",
     ] {
         assert!(m.contains(want), "{want} missing:\n{m}");
     }
@@ -722,5 +750,216 @@ fn sigkilled_session_processes_leave_no_container() {
     assert!(
         logs.contains(&format!("removed session container {name}")),
         "{logs}"
+    );
+}
+
+/// The JSON events in `logs`.
+fn events(logs: &str) -> Vec<serde_json::Value> {
+    logs.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `bastion_sessions_total` as (transport, mode, outcome) -> count.
+fn sessions_total(metrics: &str) -> std::collections::BTreeMap<(String, String, String), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in metrics.lines() {
+        let Some(rest) = l.strip_prefix("bastion_sessions_total{") else {
+            continue;
+        };
+        let (labels, n) = rest.split_once("} ").expect("a sample");
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("no {k} in {l}"))
+                .to_owned()
+        };
+        let n: u64 = n.trim().parse().unwrap();
+        if n > 0 {
+            out.insert((label("transport"), label("mode"), label("outcome")), n);
+        }
+    }
+    out
+}
+
+/// SPEC 11 for session containers: a `SESSION_MAX` refusal is a busy
+/// session on both transports (event and metric), a `SESSION_TIMEOUT` stop
+/// says so in its `session.end`, a command that dies of a signal ends with
+/// the status the engine reports (it cannot tell a signal from `exit
+/// 128+N`, see README), and the metrics agree with the events.
+#[test]
+fn session_container_ends_are_audited_and_agree_with_the_metrics() {
+    let image = require();
+    let tools = session_image(
+        &image,
+        "enders",
+        "RUN printf '#!/bin/sh\\nkill -\"$1\" $$\\n' > /usr/local/bin/selfkill \
+         && printf '#!/bin/sh\\nexit \"$1\"\\n' > /usr/local/bin/exitwith \
+         && chmod 755 /usr/local/bin/selfkill /usr/local/bin/exitwith\n\
+         ENTRYPOINT []\nCMD [\"/bin/bash\"]",
+    );
+    let net = Network::new("sessaudit");
+    let b = bastion(
+        &net,
+        &[
+            &format!("SESSION_IMAGE={tools}"),
+            "SESSION_PULL=never",
+            "SESSION_MAX=1",
+            "SESSION_TIMEOUT=3",
+            "ALLOWED_COMMANDS=selfkill [0-9]+\nexitwith [0-9]+\nsleep [0-9]+",
+            "HTTP_TOKEN=s3cret-token-for-e2e",
+            "METRICS_PORT=9100",
+            "LOG_FORMAT=json",
+        ],
+        &["-p", "127.0.0.1::8080", "-p", "127.0.0.1::9100"],
+    );
+    let http = b.container.wait_http();
+    let auth = "Authorization: Bearer s3cret-token-for-e2e";
+    let request = |cmd: &str| {
+        curl(
+            http,
+            "/cgi-bin/run",
+            &["-H", auth, "-H", &format!("X-Bastion-Command: {cmd}")],
+        )
+    };
+
+    // A signal death and `exit 137` look the same through the engine.
+    let killed = ssh(b.port, &b.key, false, &["selfkill 9"], b"");
+    assert_eq!(killed.status.code(), Some(137), "{}", show(&killed));
+    let exited = ssh(b.port, &b.key, false, &["exitwith 137"], b"");
+    assert_eq!(exited.status.code(), Some(137), "{}", show(&exited));
+    let r = request("selfkill 15");
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // One slot, held past its time limit; the next sessions are busy.
+    let (port, key) = (b.port, b.key.clone());
+    let long = std::thread::spawn(move || ssh(port, &key, false, &["sleep 40"], b""));
+    assert!(
+        eventually(Duration::from_secs(20), || b.sessions().len() == 1),
+        "the long session's container never ran"
+    );
+    let busy = ssh(b.port, &b.key, false, &["exitwith 0"], b"");
+    assert_eq!(
+        (busy.status.code(), text(&busy.stdout).as_str()),
+        (Some(0), "busy: another run is in progress\n"),
+        "{}",
+        show(&busy)
+    );
+    let r = request("exitwith 0");
+    assert_eq!(r.status, 503, "{r:?}");
+    let long = long.join().unwrap();
+    assert!(
+        text(&long.stderr).contains("[session] time limit of 3 s reached"),
+        "{}",
+        show(&long)
+    );
+
+    let ends =
+        |evs: &[serde_json::Value]| evs.iter().filter(|e| e["event"] == "session.end").count();
+    assert!(
+        eventually(Duration::from_secs(20), || ends(&events(
+            &b.container.logs()
+        )) == 6),
+        "{}",
+        b.container.logs()
+    );
+    let logs = b.container.logs();
+    let evs = events(&logs);
+    let of = |session: &serde_json::Value, event: &str| -> Vec<serde_json::Value> {
+        evs.iter()
+            .filter(|e| e["session"] == *session && e["event"] == event)
+            .cloned()
+            .collect()
+    };
+    let end_of = |request: &str, transport: &str| -> serde_json::Value {
+        let start = evs
+            .iter()
+            .find(|e| {
+                e["event"] == "session.start"
+                    && e["request"] == request
+                    && e["transport"] == transport
+            })
+            .unwrap_or_else(|| panic!("no start of {request} over {transport}:\n{logs}"));
+        let ends = of(&start["session"], "session.end");
+        assert_eq!(ends.len(), 1, "{request}:\n{logs}");
+        ends[0].clone()
+    };
+    for (req, transport, exit) in [
+        ("selfkill 9", "ssh", "137"),
+        ("exitwith 137", "ssh", "137"),
+        ("selfkill 15", "http", "143"),
+    ] {
+        let end = end_of(req, transport);
+        assert_eq!(end["exit"], exit, "{req}: {end}");
+        assert!(
+            end["container"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("bastion-session-"),
+            "{end}"
+        );
+        assert!(end.get("reason").is_none(), "{end}");
+    }
+    let timed_out = end_of("sleep 40", "ssh");
+    assert_eq!(timed_out["reason"], "timeout", "{timed_out}");
+    assert_ne!(timed_out["exit"], "0", "{timed_out}");
+    for transport in ["ssh", "http"] {
+        let end = end_of("exitwith 0", transport);
+        assert_eq!(end["exit"], "0", "{end}");
+        assert_eq!(
+            of(&end["session"], "session.busy").len(),
+            1,
+            "{transport}:\n{logs}"
+        );
+        // Refused before any container existed.
+        assert!(end.get("container").is_none(), "{end}");
+    }
+
+    // The metrics count what the events say.
+    let mut from_events = std::collections::BTreeMap::new();
+    for end in evs.iter().filter(|e| e["event"] == "session.end") {
+        let start = &of(&end["session"], "session.start")[0];
+        let outcome = if !of(&end["session"], "session.busy").is_empty() {
+            "busy"
+        } else if end["exit"] == "0" {
+            "ok"
+        } else {
+            "failed"
+        };
+        *from_events
+            .entry((
+                end["transport"].as_str().unwrap().to_owned(),
+                start["mode"].as_str().unwrap().to_owned(),
+                outcome.to_owned(),
+            ))
+            .or_insert(0u64) += 1;
+    }
+    let m = curl(b.container.port(9100), "/metrics", &[]);
+    assert_eq!(m.status, 200);
+    assert_eq!(sessions_total(&m.body), from_events, "{}", m.body);
+    assert_eq!(
+        from_events.get(&("http".into(), "broker".into(), "busy".into())),
+        Some(&1)
+    );
+    for want in [
+        "bastion_session_containers_total{outcome=\"started\"} 4",
+        "bastion_session_containers_active 0",
+    ] {
+        assert!(m.body.contains(want), "{want}:\n{}", m.body);
+    }
+    let tmp = TempDir::new("e2e-promtool");
+    let file = tmp.write("metrics.txt", &m.body);
+    let lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success() && lint.stdout.is_empty(),
+        "{}",
+        show(&lint)
     );
 }

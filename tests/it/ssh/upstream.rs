@@ -244,10 +244,26 @@ fn ssh_prod_works_and_the_key_is_never_readable() {
         upstream_log.contains("Accepted publickey") && upstream_log.contains(&fp),
         "{upstream_log}"
     );
+    // The signature is an audit event of the session that asked for it.
     let log = w.entrypoint_log(&d);
+    let sign = log
+        .lines()
+        .find(|l| l.contains(" event=upstream.sign "))
+        .unwrap_or_else(|| panic!("no upstream.sign in\n{log}"));
+    assert!(sign.starts_with("ts="), "{sign}");
     assert!(
-        log.contains(&format!("event=upstream.sign upstream=prod key={fp}")),
-        "{log}"
+        sign.contains(" upstream=prod ") && sign.contains(&format!(" key={fp}")),
+        "{sign}"
+    );
+    let session = sign
+        .split(' ')
+        .find_map(|f| f.strip_prefix("session="))
+        .unwrap_or_else(|| panic!("no session in {sign}"));
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" event=session.start ")
+                && l.contains(&format!(" session={session} "))),
+        "{session} is no session of\n{log}"
     );
     // Files of the client config are root's.
     let m = std::fs::metadata(w.conf()).unwrap();
@@ -340,11 +356,16 @@ fn the_session_cannot_manage_the_agent_or_sign_anything_else() {
     // no signature because the agent does not even offer the key there.
     for reason in ["remove", "lock", "unlock", "add", "unbound"] {
         assert!(
-            log.contains(&format!("event=upstream.refused reason={reason}")),
+            log.lines().any(|l| l.contains(" event=upstream.refused ")
+                && l.contains(&format!(" reason={reason}"))),
             "no refusal {reason} in\n{log}"
         );
     }
-    assert!(log.contains("event=upstream.sign upstream=prod"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" event=upstream.sign ") && l.contains(" upstream=prod ")),
+        "{log}"
+    );
 }
 
 #[test]
@@ -673,6 +694,8 @@ fn the_proxy_survives_hostile_clients_in_bounded_memory() {
     );
     drop(idle);
     drop(proxy);
+    // Without a monitor to hand them to, the events are JSON lines on
+    // stderr.
     let text = std::fs::read_to_string(&log).unwrap();
     for reason in [
         "malformed",
@@ -682,7 +705,9 @@ fn the_proxy_survives_hostile_clients_in_bounded_memory() {
         "connection-limit",
     ] {
         assert!(
-            text.contains(&format!("reason={reason}")),
+            text.lines()
+                .any(|l| l.starts_with(r#"{"event":"upstream.refused""#)
+                    && l.contains(&format!(r#""reason":"{reason}""#))),
             "{reason}: {text}"
         );
     }

@@ -1,4 +1,5 @@
-//! One audit event and its one rendering, in either format of SPEC 11:
+//! The events of SPEC 11's audit trail (`session.start`, `session.end`,
+//! ...): a name and fields, rendered by `audit::render` in either format:
 //! `text` (`ts=... event=... key=value`, values with spaces quoted) or
 //! `json` (one object per line). Every string value is escaped first
 //! (control, invisible and non-ASCII space characters), then cut to 1 KiB,
@@ -42,43 +43,51 @@ pub(crate) enum Value {
 
 /// An event: its name and fields in order (`ts` and `event` come first).
 #[derive(Debug, Clone)]
-pub(crate) struct Event {
+pub(crate) struct Record {
     pub(crate) name: &'static str,
     pub(crate) fields: Vec<(&'static str, Value)>,
 }
 
-impl Event {
-    pub(crate) fn new(name: &'static str) -> Event {
-        Event {
+impl Record {
+    pub(crate) fn new(name: &'static str) -> Record {
+        Record {
             name,
             fields: Vec::new(),
         }
     }
 
-    pub(crate) fn str(mut self, key: &'static str, v: impl Into<String>) -> Event {
+    pub(crate) fn str(mut self, key: &'static str, v: impl Into<String>) -> Record {
         self.fields.push((key, Value::Str(v.into())));
         self
     }
 
-    pub(crate) fn opt(self, key: &'static str, v: Option<impl Into<String>>) -> Event {
+    pub(crate) fn opt(self, key: &'static str, v: Option<impl Into<String>>) -> Record {
         match v {
             Some(v) => self.str(key, v),
             None => self,
         }
     }
 
-    pub(crate) fn int(mut self, key: &'static str, v: i64) -> Event {
+    pub(crate) fn int(mut self, key: &'static str, v: i64) -> Record {
         self.fields.push((key, Value::Int(v)));
         self
     }
 
-    pub(crate) fn bool(mut self, key: &'static str, v: bool) -> Event {
+    pub(crate) fn opt_int(self, key: &'static str, v: Option<i64>) -> Record {
+        match v {
+            Some(v) => self.int(key, v),
+            None => self,
+        }
+    }
+
+    pub(crate) fn bool(mut self, key: &'static str, v: bool) -> Record {
         self.fields.push((key, Value::Bool(v)));
         self
     }
 
-    /// The line, without its newline, stamped with `ts` (RFC 3339 UTC ms).
-    pub(crate) fn render(&self, format: Format, ts: &str) -> String {
+    /// The line, without its newline, stamped with `ts` (RFC 3339 UTC ms);
+    /// reached through `audit::render` only.
+    pub(super) fn render(&self, format: Format, ts: &str) -> String {
         let mut out = String::with_capacity(256);
         match format {
             Format::Text => {
@@ -121,7 +130,7 @@ impl Event {
 
 /// `s` escaped (one printable line, no Unicode space but U+0020) and cut
 /// to [`MAX_VALUE`] bytes without splitting an escape sequence.
-pub(crate) fn shown(s: &str) -> String {
+pub(super) fn shown(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(MAX_VALUE));
     let mut buf = [0u8; 4];
     for c in s.chars() {
@@ -205,9 +214,21 @@ fn rfc3339(secs: i64, ms: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{render, Event};
 
-    fn hostile() -> Event {
-        Event::new("session.start")
+    const TS: &str = "2026-01-01T00:00:00.000Z";
+
+    /// Through the audit module's one rendering, as the monitor does.
+    fn line(r: &Record, format: Format) -> String {
+        render(&Event::Record {
+            record: r,
+            format,
+            ts: TS,
+        })
+    }
+
+    fn hostile() -> Record {
+        Record::new("session.start")
             .str("session", "0123456789abcdef")
             .str("identity", "al\"ice")
             .str(
@@ -220,7 +241,7 @@ mod tests {
 
     #[test]
     fn text_is_one_line_and_fields_cannot_be_forged() {
-        let l = hostile().render(Format::Text, "2026-01-01T00:00:00.000Z");
+        let l = line(&hostile(), Format::Text);
         assert!(!l.contains('\n') && !l.contains('\u{a0}') && !l.contains('\u{202e}'));
         // A reader that honours quotes (logfmt) finds exactly these fields.
         let keys: Vec<String> = logfmt(&l).into_iter().map(|(k, _)| k).collect();
@@ -268,7 +289,7 @@ mod tests {
 
     #[test]
     fn json_parses_with_the_same_fields() {
-        let l = hostile().render(Format::Json, "2026-01-01T00:00:00.000Z");
+        let l = line(&hostile(), Format::Json);
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["event"], "session.start");
         assert_eq!(v["identity"], "al\"ice");
@@ -281,11 +302,11 @@ mod tests {
 
     #[test]
     fn long_values_stay_within_the_line_budget() {
-        let e = Event::new("command.allow")
+        let e = Record::new("command.allow")
             .str("request", "\x01".repeat(10_000))
             .str("rule", "é".repeat(10_000));
         for f in [Format::Text, Format::Json] {
-            let l = e.render(f, "2026-01-01T00:00:00.000Z");
+            let l = line(&e, f);
             assert!(l.len() < 4096, "{}", l.len());
         }
         assert!(shown(&"a".repeat(2000)).ends_with("..."));
