@@ -10,9 +10,13 @@
 #      CGI script -> wrapper.sh -> broker.sh -> echo.
 #   2. Requests/s and p99 latency with `wrk` at 16 connections on a broker
 #      request that runs `echo hello` (lock off, as the baseline runs):
-#      bastion-cgi (release build, started as root so it drops to `agent`;
-#      lock and broker decision in-process, one spawn of echo), the
-#      baseline, and the spawn floor (bench/spawn-floor.c, built here: 16
+#      the bastion as deployed (the real bastion-entrypoint booted on a
+#      root of its own: bastion-monitor keeps the HTTP sockets and runs
+#      bastion-cgi, every request is a session the monitor logs, its log
+#      read through a pipe as `docker logs` reads it), bastion-cgi alone
+#      (release build, started as root so it drops to `agent`, no monitor,
+#      no audit events; lock and broker decision in-process, one spawn of
+#      echo), the baseline, and the spawn floor (bench/spawn-floor.c, built here: 16
 #      threads, then 16 processes, doing posix_spawn + wait of the same
 #      /usr/bin/echo hello, no HTTP; the faster counts), interleaved over two rounds so a change in machine load hits
 #      all three; and the HTTP floor, the same listener's /healthz (auth
@@ -22,9 +26,14 @@
 #      curl, vs the floor `head -c 1G /dev/zero | cat | wc -c` (the same
 #      bytes through one more process and pipe, no network).
 #
-# Needs root, the user `agent`, wrk, curl, busybox, cc. Bounded: five wrk
-# runs and four spawn-floor runs of DURATION seconds, 900 short process
-# chains and four 1 GiB transfers, about two minutes by default.
+#      CPU time per request (user+sys of the listener, the commands it
+#      reaped and the monitor, from /proc, over each wrk run) is printed
+#      beside it: it moves less with the load of a shared machine than
+#      requests/s do.
+# Needs root, the user `agent`, wrk, curl, busybox, cc, sshd, ssh-keygen.
+# Bounded: seven wrk runs and four spawn-floor runs of DURATION seconds,
+# 900 short process chains and four 1 GiB transfers, about three minutes
+# by default.
 # Usage: bench/http.sh [DURATION]     (seconds per wrk run, default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,8 +45,7 @@ BASELINE=$(cd "$(dirname "$BASELINE")" && pwd)/$(basename "$BASELINE")
 [ "$(id -u)" = 0 ] || { echo "run as root (the listener drops to agent)" >&2; exit 2; }
 id agent >/dev/null || { echo "user agent missing (tests/setup-host)" >&2; exit 2; }
 
-cargo build --release --quiet --bin bastion-cgi --bin bastion-wrapper --bin bastion-broker 2>/dev/null ||
-  cargo build --release --bin bastion-cgi --bin bastion-wrapper --bin bastion-broker
+cargo build --release --quiet --bins 2>/dev/null || cargo build --release --bins
 BIN=$PWD/target/release
 
 WORK=$(mktemp -d /tmp/bastion-bench-http.XXXXXX)
@@ -49,6 +57,9 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  sleep 0.5 # the monitor and its listener end with sshd
+  # The key index the logins started (its own process group, detached).
+  for p in $(pgrep -f -- "--serve-index $WORK/" || true); do kill "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -109,6 +120,24 @@ P_BASE=$(free_port)
 PIDS+=($!)
 wait_port "$P_BASE" "$WORK/base.log"
 
+# The bastion as deployed: the real entrypoint on its own root (sshd on
+# loopback, the monitor keeping HTTP_PORT), broker mode with the same rule,
+# lock off; its log through a pipe, as a container's.
+R=$WORK/root
+mkdir -p "$R/etc/bastion/users.d"
+cp -a rootfs/. "$R/"
+cp /etc/group "$R/etc/group"
+ssh-keygen -q -t ed25519 -N '' -C bench -f "$WORK/client-key"
+install -m 0644 "$WORK/client-key.pub" "$R/etc/bastion/users.d/bench.pub"
+P_MON=$(free_port)
+env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin BASTION_ROOT="$R" \
+  ALLOWED_COMMANDS="$RULE" COMMAND_LOCK=none SSH_PORT="$(free_port)" SSH_LISTEN_ADDRESS=127.0.0.1 \
+  HTTP_TOKEN=$TOKEN HTTP_PORT="$P_MON" "$BIN/bastion-entrypoint" > >(cat >"$WORK/bastion.log") 2>&1 &
+PIDS+=($!)
+wait_port "$P_MON" "$WORK/bastion.log"
+MON_PID=$(pgrep -f "^$BIN/bastion-monitor --runtime $R/")
+MON_CGI=$(pgrep -P "$MON_PID" -f "^$BIN/bastion-cgi ")
+
 # 1. CPU per request of the process chains, no HTTP (bash `time` counts
 # the children's user+sys).
 mkdir -p "$WORK/bb"
@@ -128,7 +157,7 @@ CPU_BASE=$(cpu_ms env -i PATH="$WORK/bb:/usr/bin:/bin" BASELINE_DIR="$(dirname "
   sh "$(dirname "$BASELINE")/www/cgi-bin/run")
 
 # Both must answer the same thing before they are timed.
-for p in "$P_CGI" "$P_BASE"; do
+for p in "$P_CGI" "$P_MON" "$P_BASE"; do
   body=$(curl -sS -H "Authorization: Bearer $TOKEN" -H "X-Bastion-Command: $REQ" \
     "http://127.0.0.1:$p/cgi-bin/run")
   case "$body" in *hello*) ;; *) echo "port $p answered: $body" >&2; exit 1;; esac
@@ -150,12 +179,26 @@ p99() { awk '$1=="99%" {print $2}' "$WORK/$1.wrk"; }
 count() { awk '/requests in/ {print $1}' "$WORK/$1.wrk"; }
 
 rss_kib() { awk -v f="$2:" '$1==f {print $2}' "/proc/$1/status"; }
+# CPU clock ticks so far of PIDs (own user+sys, plus that of their reaped
+# children for the first).
+ticks() { for p in "$@"; do awk '{ sub(/.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat"; done | paste -sd+ | bc; }
+HZ=$(getconf CLK_TCK)
+# wrk_run plus the CPU microseconds per request of PIDS, into NAME.cpu.
+wrk_cpu() { # NAME URL ERRORS_PATTERN PIDS...
+  local name=$1 url=$2 errors=$3 t0 t1
+  shift 3
+  t0=$(ticks "$@")
+  wrk_run "$name" "$url" "$errors"
+  t1=$(ticks "$@")
+  echo "($t1 - $t0) * 1000000 / $HZ / $(count "$name")" | bc -l > "$WORK/$name.cpu"
+}
 RSS_IDLE=$(rss_kib "$CGI_PID" VmRSS)
 
 wrk_run floor "http://127.0.0.1:$P_CGI/healthz" 'Non-2xx\|Socket errors'
 RSS_MAX=0
 for round in 1 2; do
-  wrk_run cgi$round "http://127.0.0.1:$P_CGI/cgi-bin/run" 'Non-2xx\|Socket errors' &
+  wrk_cpu monitor$round "http://127.0.0.1:$P_MON/cgi-bin/run" 'Non-2xx\|Socket errors' "$MON_CGI" "$MON_PID"
+  wrk_cpu cgi$round "http://127.0.0.1:$P_CGI/cgi-bin/run" 'Non-2xx\|Socket errors' "$CGI_PID" &
   WRK=$!
   while kill -0 "$WRK" 2>/dev/null; do
     r=$(rss_kib "$CGI_PID" VmRSS || echo 0)
@@ -174,6 +217,9 @@ SPAWN=$(echo "($(cat "$WORK/spawn1") + $(cat "$WORK/spawn2")) / 2" | bc -l)
 RSS_HWM=$(rss_kib "$CGI_PID" VmHWM)
 # Mean over the rounds; the worse p99.
 mean_rps() { echo "($(rps "${1}1") + $(rps "${1}2")) / 2" | bc -l; }
+mean_cpu() { echo "($(cat "$WORK/${1}1.cpu") + $(cat "$WORK/${1}2.cpu")) / 2" | bc -l; }
+# Every request of the deployed bastion is one logged session.
+SESSIONS=$(grep -c 'event=session.end.*transport=http' "$WORK/bastion.log" || true)
 sum_count() { echo "$(count "${1}1") + $(count "${1}2")" | bc; }
 worst_p99() { printf '%s\n%s\n' "$(p99 "${1}1")" "$(p99 "${1}2")" | awk '
   { v = $1 + 0; if ($1 ~ /us$/) v /= 1000; else if ($1 ~ /ms$/) v += 0; else if ($1 ~ /s$/) v *= 1000
@@ -201,6 +247,8 @@ done
 awk -v c="$(mean_rps cgi)" -v b="$(mean_rps baseline)" -v f="$(rps floor)" \
     -v cp="$(worst_p99 cgi)" -v bp="$(worst_p99 baseline)" -v fp="$(p99 floor)" \
     -v cn="$(sum_count cgi)" -v bn="$(sum_count baseline)" -v fn="$(count floor)" \
+    -v m="$(mean_rps monitor)" -v mp="$(worst_p99 monitor)" -v mn="$(sum_count monitor)" \
+    -v mc="$(mean_cpu monitor)" -v cc="$(mean_cpu cgi)" -v ms="$SESSIONS" \
     -v xf="$CPU_FLOOR" -v xc="$CPU_CGI" -v xb="$CPU_BASE" -v n=$N \
     -v ri="$RSS_IDLE" -v rm="$RSS_MAX" -v rh="$RSS_HWM" \
     -v s_cgi="$S_CGI" -v s_floor="$S_FLOOR" -v sp="$SPAWN" -v echo="$ECHO" \
@@ -211,13 +259,15 @@ awk -v c="$(mean_rps cgi)" -v b="$(mean_rps baseline)" -v f="$(rps floor)" \
   printf "  baseline CGI -> wrapper.sh -> broker.sh -> echo %6.2f ms\n", xb
   printf "  ratio baseline / wrapper: %.1fx\n", xb / xc
   printf "HTTP, wrk -c%d, 2 interleaved rounds of %ds each, broker request \"echo hello\", lock off\n", conns, dur
-  printf "  %-34s %10s %10s %10s\n", "", "req/s", "p99", "requests"
-  printf "  %-34s %10.0f %10s %10d\n", "bastion-cgi /cgi-bin/run", c, cp, cn
+  printf "  %-34s %10s %10s %10s %12s\n", "", "req/s", "p99", "requests", "CPU us/req"
+  printf "  %-34s %10.0f %10s %10d %12.0f\n", "bastion (monitor) /cgi-bin/run", m, mp, mn, mc
+  printf "  %-34s %10.0f %10s %10d %12.0f\n", "bastion-cgi alone /cgi-bin/run", c, cp, cn, cc
   printf "  %-34s %10.0f %10s %10d\n", "baseline busybox httpd + CGI", b, bp, bn
   printf "  %-34s %10.0f %10s %10d\n", "HTTP floor: bastion-cgi /healthz", f, fp, fn
   printf "  %-34s %10.0f\n", "spawn floor: posix_spawn+wait " echo, sp
-  printf "  ratio bastion-cgi / baseline: %.1fx req/s (target >= 10x)\n", c / b
-  printf "  ratio bastion-cgi / spawn floor: %.0f%% (target >= 70%%)\n", 100 * c / sp
+  printf "  ratio bastion (monitor) / baseline: %.1fx req/s (target >= 10x); alone %.1fx\n", m / b, c / b
+  printf "  ratio bastion (monitor) / spawn floor: %.0f%% (target >= 70%%); alone %.0f%%\n", 100 * m / sp, 100 * c / sp
+  printf "  sessions the monitor logged (session.end, http): %d of %d requests\n", ms, mn
   printf "  bastion-cgi RSS: idle %.1f MiB, under load max %.1f MiB (VmHWM %.1f MiB)\n", ri/1024, rm/1024, rh/1024
   printf "Streaming 1 GiB (best of 2 rounds)\n"
   printf "  bastion-cgi + curl:     %6.2f s  %6.2f GiB/s\n", s_cgi, 1/s_cgi

@@ -16,8 +16,10 @@ use crate::session::{self, Runner, SessionEnv};
 use clap::Parser;
 use rules::{DenyReason, Rule, RuleError};
 use snapshot::CompiledRule;
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Where the rules and the prefix come from: the runtime file inside the
 /// container, or the environment outside it.
@@ -29,6 +31,12 @@ pub(crate) struct BrokerConfig {
     /// `ALLOWED_COMMANDS` compiled at boot; when set, it replaces
     /// `allowed_commands`, and a snapshot that cannot be used runs nothing.
     pub(crate) snapshot: Option<PathBuf>,
+    /// `snapshot` as read (and its owner and mode checked) once, by a
+    /// long-running caller: the HTTP listener reads it when it starts
+    /// instead of on every request. The bytes are still checked
+    /// (`decode`) before each use, and a file that could not be used
+    /// refuses every request as a fresh read would.
+    pub(crate) preloaded: Option<Arc<Result<Vec<u8>, snapshot::SnapshotError>>>,
 }
 
 impl BrokerConfig {
@@ -38,7 +46,19 @@ impl BrokerConfig {
             allowed_commands_file: rt.allowed_commands_file.clone(),
             command_prefix: rt.command_prefix.clone(),
             snapshot: rt.rules_snapshot.clone(),
+            preloaded: None,
         }
+    }
+
+    /// [`BrokerConfig::from_runtime`], the snapshot read now once for
+    /// every later decision (see `preloaded`).
+    pub(crate) fn preloaded_from_runtime(rt: &Runtime) -> Self {
+        let mut cfg = Self::from_runtime(rt);
+        cfg.preloaded = cfg
+            .snapshot
+            .as_deref()
+            .map(|path| Arc::new(snapshot::read(path)));
+        cfg
     }
 
     /// No rules from the environment, the default list file, no prefix.
@@ -48,6 +68,7 @@ impl BrokerConfig {
             allowed_commands_file: PathBuf::from(crate::config::ALLOWED_COMMANDS_FILE),
             command_prefix: String::new(),
             snapshot: None,
+            preloaded: None,
         }
     }
 }
@@ -83,10 +104,17 @@ impl Loaded<'_> {
 
 /// The snapshot's bytes when the configuration names one (the boot rules
 /// borrow from them), else nothing.
-fn read_snapshot(cfg: &BrokerConfig) -> Result<Vec<u8>, snapshot::SnapshotError> {
+fn read_snapshot(cfg: &BrokerConfig) -> Result<Cow<'_, [u8]>, snapshot::SnapshotError> {
+    if let Some(read) = &cfg.preloaded {
+        return match &**read {
+            Ok(bytes) => Ok(Cow::Borrowed(bytes)),
+            Err(e) => Err(e.clone()),
+        };
+    }
     cfg.snapshot
         .as_deref()
         .map_or(Ok(Vec::new()), snapshot::read)
+        .map(Cow::Owned)
 }
 
 /// With `request`, list-file lines that cannot match it are left out (see
@@ -611,6 +639,7 @@ pub mod probe {
             allowed_commands_file: std::path::PathBuf::new(),
             command_prefix: prefix.to_owned(),
             snapshot: None,
+            preloaded: None,
         };
         let loaded = super::Loaded {
             boot: Vec::new(),
@@ -638,6 +667,7 @@ pub mod probe {
             allowed_commands_file: std::path::PathBuf::new(),
             command_prefix: prefix.to_owned(),
             snapshot: None,
+            preloaded: None,
         };
         let loaded = super::Loaded {
             boot: super::snapshot::decode(&bytes)?,

@@ -58,6 +58,11 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 pub(crate) struct Launcher {
     /// The runtime file as read at boot (root-owned, never rewritten).
     pub(crate) runtime: Arc<Runtime>,
+    /// The broker's configuration from it, the boot-compiled rules read
+    /// when the listener started (root-owned, written once at boot).
+    pub(crate) broker: Arc<crate::broker::BrokerConfig>,
+    /// Connections to the monitor between two sessions.
+    pub(crate) monitor_links: Arc<report::Links>,
     pub(crate) account: Account,
     /// The account's home if it exists (the command's working directory).
     pub(crate) workdir: PathBuf,
@@ -127,8 +132,8 @@ impl Launcher {
     pub(crate) async fn report_busy(self, entry: &Entry, request: Option<&[u8]>) {
         match self.open_report(entry, request).await {
             Ok(mut report) => {
-                report.busy();
-                let _ = tokio::task::spawn_blocking(move || report.end(report::End::Code(0))).await;
+                report.busy().await;
+                report.end(report::End::Code(0)).await;
             }
             Err(e) => eprintln!("bastion-cgi: {}", crate::audit::escape(&e)),
         }
@@ -163,11 +168,11 @@ impl Launcher {
         let ended = match self.take_lock(&mut out).await {
             Taken::Held(guard) => {
                 let env = report.env(SessionEnv::for_account(&self.account));
-                match plan::plan(&self.runtime, request.as_deref(), env) {
+                match plan::plan_with(&self.runtime, &self.broker, request.as_deref(), env) {
                     Plan::Done { said, code, denied } => {
                         drop(guard);
                         if let Some(d) = denied {
-                            report.decided(false, d);
+                            report.decided(false, d).await;
                         }
                         out.said(said, code).await
                     }
@@ -178,7 +183,7 @@ impl Launcher {
                         allowed,
                     } => {
                         if let Some(d) = allowed {
-                            report.decided(true, d);
+                            report.decided(true, d).await;
                         }
                         match out.send(said).await {
                             Some(stop) => Ended::stopped(stop),
@@ -194,7 +199,7 @@ impl Launcher {
                 }
             }
             Taken::Busy => {
-                report.busy();
+                report.busy().await;
                 out.said(format!("{BUSY_LINE}\n").into_bytes(), 0).await
             }
             Taken::Failed(e) => {
@@ -212,7 +217,7 @@ impl Launcher {
         };
         // Logged before the body ends, as the wrapper reports before it
         // exits.
-        let _ = tokio::task::spawn_blocking(move || report.end(end)).await;
+        report.end(end).await;
         out.finish(ended, want_trailers, entry, permit).await;
     }
 
@@ -278,19 +283,17 @@ impl Launcher {
         out.finish(ended, want_trailers, entry, permit).await;
     }
 
-    /// [`Report::start`] off the listener's thread (it waits for the
-    /// monitor's answer).
+    /// [`Report::start`] for this request.
     async fn open_report(&self, entry: &Entry, request: Option<&[u8]>) -> Result<Report, String> {
-        let rt = Arc::clone(&self.runtime);
-        let who = entry
-            .who
-            .as_ref()
-            .map_or_else(|| "unknown".to_owned(), |w| w.name().to_owned());
-        let client = entry.client;
-        let request = request.map(<[u8]>::to_vec);
-        tokio::task::spawn_blocking(move || Report::start(&rt, &who, client, request.as_deref()))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
+        let who = entry.who.as_ref().map_or("unknown", |w| w.name());
+        Report::start(
+            &self.runtime,
+            &self.monitor_links,
+            who,
+            entry.client,
+            request,
+        )
+        .await
     }
 
     /// The one place a decided command is started. Session containers

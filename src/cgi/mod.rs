@@ -128,6 +128,9 @@ fn run(args: Args) -> Result<(), Failure> {
         crate::audit::set_format(f);
     }
     let runtime = Runtime::load(&args.runtime)?;
+    // Read once, as root, like the runtime file: both are written at boot
+    // and never change while the container runs.
+    let broker = crate::broker::BrokerConfig::preloaded_from_runtime(&runtime);
     let creds = if args.credentials_stdin {
         read_stdin_credentials()?
     } else {
@@ -189,6 +192,8 @@ fn run(args: Args) -> Result<(), Failure> {
             max: s.max,
         });
     let launcher = command::Launcher {
+        broker: Arc::new(broker),
+        monitor_links: Default::default(),
         runtime: Arc::new(runtime),
         account: account.clone(),
         workdir,

@@ -171,7 +171,9 @@ async fn connection(stream: UnixStream, shared: Shared) {
         };
         let reply = match msg {
             Msg::Ping => Some(Reply::default()),
-            Msg::Start { .. } if session.is_some() => break,
+            // One session at a time; a connection whose session ended may
+            // start the next (the listener keeps its connections).
+            Msg::Start { .. } if session.is_some() && !ended => break,
             Msg::Start {
                 mode,
                 tty,
@@ -205,6 +207,7 @@ async fn connection(stream: UnixStream, shared: Shared) {
                         ..Reply::default()
                     };
                     session = Some(s);
+                    ended = false;
                     Some(reply)
                 }
                 Err(e) => {
@@ -601,11 +604,7 @@ async fn ssh_identity(shared: &Shared, sshd: ProcKey, conn: Option<&str>) -> Ssh
 
 /// 16 lowercase hex characters from the kernel's random source.
 fn session_id() -> Result<String, String> {
-    let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .map_err(|e| format!("no random session id: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::sys::random::hex_id().map_err(|e| format!("no random session id: {e}"))
 }
 
 #[cfg(test)]
@@ -649,6 +648,51 @@ mod tests {
             outcome: None,
             resources: Vec::new(),
         }
+    }
+
+    /// The listener keeps its connection: once a session has ended the next
+    /// may start on it, but never a second one while a session runs (that
+    /// closes the connection, and the running session is lost).
+    #[test]
+    fn a_connection_carries_one_session_at_a_time() {
+        let sh = shared(false);
+        sh.state.lock().unwrap().listener = procs::key(std::process::id() as i32);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let task = tokio::spawn(connection(theirs, sh.clone()));
+            let (r, mut w) = ours.into_split();
+            let mut r = BufReader::new(r);
+            let start = "{\"op\":\"start\",\"mode\":\"broker\",\"tty\":false,\"request\":\"echo hi\",\"http_who\":\"bearer\",\"http_client\":\"127.0.0.1:1\"}\n";
+            let end = "{\"op\":\"end\",\"exit\":\"0\"}\n";
+            let mut ids = Vec::new();
+            for m in [start, end, start, end, start] {
+                w.write_all(m.as_bytes()).await.unwrap();
+                let mut line = String::new();
+                r.read_line(&mut line).await.unwrap();
+                let reply: Reply = serde_json::from_str(&line).unwrap();
+                assert_eq!(reply.error, None, "{line}");
+                if m == start {
+                    ids.push(reply.session.unwrap());
+                }
+            }
+            assert!(ids[0] != ids[1] && ids[1] != ids[2], "{ids:?}");
+            // A second start while the third session runs: no answer, the
+            // connection is closed.
+            w.write_all(start.as_bytes()).await.unwrap();
+            let mut line = String::new();
+            assert_eq!(r.read_line(&mut line).await.unwrap(), 0, "{line}");
+            task.await.unwrap();
+        });
+        let st = sh.state.lock().unwrap();
+        assert_eq!(st.metrics.sessions.get(&("http", "broker", "ok")), Some(&2));
+        assert_eq!(
+            st.metrics.sessions.get(&("http", "broker", "lost")),
+            Some(&1)
+        );
     }
 
     #[test]

@@ -27,8 +27,31 @@ fn proc_dir(pid: i32) -> PathBuf {
 /// `/proc/PID/stat`: the name sits in parentheses and may itself contain
 /// spaces or `)`, so fields are counted from the last `)`.
 pub(crate) fn stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(proc_dir(pid).join("stat")).ok()?;
-    parse_stat(&text)
+    parse_stat(&read_small(&proc_dir(pid).join("stat"))?)
+}
+
+/// A `/proc` file read into a buffer of a page from the start, so one
+/// `read` gets it all and the next says the end (`read_to_string` starts
+/// from a size hint of 0, grows and asks again: six calls for one `stat`,
+/// and an `fstat`).
+fn read_small(path: &std::path::Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
 }
 
 fn parse_stat(text: &str) -> Option<Stat> {
@@ -46,7 +69,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
 
 /// The real uid of `pid` (`Uid:` line of `/proc/PID/status`).
 pub(crate) fn real_uid(pid: i32) -> Option<u32> {
-    let text = std::fs::read_to_string(proc_dir(pid).join("status")).ok()?;
+    let text = read_small(&proc_dir(pid).join("status"))?;
     text.lines()
         .find_map(|l| l.strip_prefix("Uid:"))?
         .split_whitespace()

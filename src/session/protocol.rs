@@ -80,7 +80,7 @@ pub(crate) struct Reply {
 }
 
 /// How long a client waits for the monitor before giving up.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection to the monitor.
 pub(crate) struct Client {

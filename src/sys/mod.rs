@@ -8,6 +8,7 @@ pub(crate) mod peer;
 pub(crate) mod poll;
 pub(crate) mod privilege;
 pub(crate) mod process_group;
+pub(crate) mod random;
 pub(crate) mod socket;
 pub(crate) mod stop;
 pub(crate) mod unix_connect;

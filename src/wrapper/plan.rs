@@ -40,11 +40,29 @@ pub(crate) enum Plan {
     },
 }
 
+/// [`plan_with`] with the broker's configuration read from `rt` now.
+#[cfg(test)]
+pub(crate) fn plan(rt: &Runtime, request: Option<&[u8]>, env: SessionEnv) -> Plan {
+    plan_with(
+        rt,
+        &crate::broker::BrokerConfig::from_runtime(rt),
+        request,
+        env,
+    )
+}
+
 /// The wrapper's decision for `request` (its `SSH_ORIGINAL_COMMAND`), the
 /// command getting `env`: FORCE_COMMAND through `/bin/sh -c`, or the
-/// broker's allowed argv. The live list file is read here, as the wrapper
-/// reads it on every request.
-pub(crate) fn plan(rt: &Runtime, request: Option<&[u8]>, env: SessionEnv) -> Plan {
+/// broker's allowed argv under `broker_cfg` (built once by the caller: the
+/// listener's, from its runtime file, holds the boot snapshot read when it
+/// started). The live list file is read here, as the wrapper reads it on
+/// every request.
+pub(crate) fn plan_with(
+    rt: &Runtime,
+    broker_cfg: &crate::broker::BrokerConfig,
+    request: Option<&[u8]>,
+    env: SessionEnv,
+) -> Plan {
     match &rt.mode {
         Mode::Force { command } => Plan::Run {
             cmd: Command::shell(command, env),
@@ -52,7 +70,7 @@ pub(crate) fn plan(rt: &Runtime, request: Option<&[u8]>, env: SessionEnv) -> Pla
             speaker: Tool::Wrapper,
             allowed: None,
         },
-        Mode::Broker => broker(rt, request.unwrap_or_default(), env),
+        Mode::Broker => broker(broker_cfg, request.unwrap_or_default(), env),
         // Only with session containers, which never plan in-process.
         Mode::Image => {
             let mut said = Vec::new();
@@ -70,7 +88,7 @@ pub(crate) fn plan(rt: &Runtime, request: Option<&[u8]>, env: SessionEnv) -> Pla
     }
 }
 
-fn broker(rt: &Runtime, raw: &[u8], env: SessionEnv) -> Plan {
+fn broker(cfg: &crate::broker::BrokerConfig, raw: &[u8], env: SessionEnv) -> Plan {
     let shown = String::from_utf8_lossy(raw).into_owned();
     let deny = |said: Vec<u8>, reason: String| {
         let mut said = said;
@@ -94,8 +112,7 @@ fn broker(rt: &Runtime, raw: &[u8], env: SessionEnv) -> Plan {
     let Ok(request) = std::str::from_utf8(raw) else {
         return deny(Vec::new(), crate::broker::NOT_UTF8.into());
     };
-    let cfg = crate::broker::BrokerConfig::from_runtime(rt);
-    let (notes, decision) = crate::broker::allowed_noted(&cfg, request);
+    let (notes, decision) = crate::broker::allowed_noted(cfg, request);
     let mut said = Vec::new();
     for note in notes {
         say(&mut said, Tool::Broker, note);
@@ -339,6 +356,38 @@ mod tests {
         assert!(text.starts_with("[broker] "), "{text}");
         assert!(!text.contains("ALLOW:"), "{text}");
         assert!(matches!(p, Plan::Done { code: 78, .. }), "{p:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The listener's configuration reads the snapshot once: later
+    /// requests decide from what it read (checked each time), whatever
+    /// happens to the file, and an unusable file refuses every request.
+    #[test]
+    fn a_preloaded_snapshot_is_read_once_and_still_fails_closed() {
+        let dir = std::env::temp_dir().join(format!("bastion-plan-pre-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let snap = dir.join("rules.snapshot");
+        let good = crate::broker::snapshot::compile("echo [a-z]+").unwrap();
+        std::fs::write(&snap, &good).unwrap();
+        let mut rt = runtime(Mode::Broker, "", "");
+        rt.rules_snapshot = Some(snap.clone());
+        let cfg = crate::broker::BrokerConfig::preloaded_from_runtime(&rt);
+        std::fs::remove_file(&snap).unwrap();
+        for _ in 0..2 {
+            let p = plan_with(&rt, &cfg, Some(b"echo hi"), SessionEnv::empty());
+            assert!(matches!(p, Plan::Run { .. }), "{p:?}");
+            let p = plan_with(&rt, &cfg, Some(b"rm -rf /"), SessionEnv::empty());
+            assert!(matches!(p, Plan::Done { code: 126, .. }), "{p:?}");
+        }
+        // Read damaged: nothing runs, and a repaired file is not looked at.
+        std::fs::write(&snap, &good[..good.len() - 3]).unwrap();
+        let cfg = crate::broker::BrokerConfig::preloaded_from_runtime(&rt);
+        std::fs::write(&snap, &good).unwrap();
+        for _ in 0..2 {
+            let p = plan_with(&rt, &cfg, Some(b"echo hi"), SessionEnv::empty());
+            assert!(matches!(p, Plan::Done { code: 78, .. }), "{p:?}");
+            assert!(!said(&p).contains("ALLOW:"));
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 
