@@ -245,11 +245,8 @@ fn run(args: Args) -> Result<(), String> {
             // `docker stop` signals sshd too (tini -g): its last lines
             // ("Received signal 15; terminating.") are relayed before the
             // log closes, if sshd ends within the grace.
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                sshd_gone.notified(),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), sshd_gone.notified()).await;
         }
         let _ = stop.send(true);
         if let Some(k) = keeping {
