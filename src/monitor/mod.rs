@@ -241,13 +241,6 @@ fn run(args: Args) -> Result<(), String> {
             _ = sshd_gone.notified() => "sshd is gone",
         };
         shared.note(&format!("{why}: stopping"));
-        if why != "sshd is gone" {
-            // `docker stop` signals sshd too (tini -g): its last lines
-            // ("Received signal 15; terminating.") are relayed before the
-            // log closes, if sshd ends within the grace.
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(2), sshd_gone.notified()).await;
-        }
         let _ = stop.send(true);
         if let Some(k) = keeping {
             let _ = k.await;

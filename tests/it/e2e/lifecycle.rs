@@ -245,11 +245,10 @@ fn healthy_then_docker_stop_ends_cleanly_without_zombies() {
     // sshd handles SIGTERM by exiting 0, and tini passes its status on.
     assert_eq!(code, 0, "not a clean stop\n{}", bastion.logs());
     assert_eq!(bastion.inspect("{{.State.OOMKilled}}"), "false");
-    let logs = bastion.logs();
-    assert!(
-        logs.contains("Received signal 15"),
-        "sshd did not get SIGTERM:\n{logs}"
-    );
+    // sshd's own "Received signal 15" line is not asserted: the container
+    // ends the moment sshd exits (tini follows its child), and the
+    // monitor, which relays sshd's log, may not have written it by then
+    // (README, "The monitor"). Exit 0 rather than 137 is the proof.
 }
 
 #[test]
