@@ -4,8 +4,8 @@
 //! so the docker CLI drives Podman through its Docker-compatible API. The
 //! images are copied from Docker's storage into Podman's (same image IDs).
 
-use super::docker::{client_key, docker, eventually, require, show, ssh};
-use super::session::{dev_image, field, text, tools_image, PROBE};
+use super::docker::{client_key, docker, require, show, ssh};
+use super::session::{assert_no_session_left, dev_image, field, text, tools_image, PROBE};
 use crate::harness::{describe, output, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -200,11 +200,7 @@ fn podman_sessions_get_their_own_hardened_containers() {
         field(&text(&first.stdout), "host"),
         field(&text(&second.stdout), "host")
     );
-    assert!(
-        eventually(Duration::from_secs(20), || b.sessions().is_empty()),
-        "session containers left: {:?}",
-        b.sessions()
-    );
+    assert_no_session_left(|| b.sessions());
 }
 
 #[test]
@@ -226,9 +222,5 @@ fn podman_broker_runs_the_literal_argv_with_its_status_and_tty() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let out = ssh(b.port, &b.key, true, &["tty"], b"");
     assert!(text(&out.stdout).contains("/dev/pts/"), "{}", show(&out));
-    assert!(
-        eventually(Duration::from_secs(20), || b.sessions().is_empty()),
-        "session containers left: {:?}",
-        b.sessions()
-    );
+    assert_no_session_left(|| b.sessions());
 }

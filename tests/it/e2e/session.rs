@@ -205,11 +205,7 @@ fn each_ssh_session_gets_its_own_hardened_container() {
     let (a, c) = (text(&first.stdout), text(&second.stdout));
     assert_ne!(field(&a, "host"), field(&c, "host"));
     assert_ne!(field(&a, "session"), field(&c, "session"));
-    assert!(
-        eventually(Duration::from_secs(20), || b.sessions().is_empty()),
-        "session containers left: {:?}",
-        b.sessions()
-    );
+    assert_no_session_left(|| b.sessions());
 }
 
 #[test]
@@ -273,11 +269,7 @@ fn broker_runs_the_literal_argv_as_the_entrypoint_with_its_status() {
     assert!(text(&out.stdout).contains("/dev/pts/"), "{}", show(&out));
     let out = ssh(b.port, &b.key, false, &["tty"], b"");
     assert!(text(&out.stdout).contains("not a tty"), "{}", show(&out));
-    assert!(
-        eventually(Duration::from_secs(20), || b.sessions().is_empty()),
-        "session containers left: {:?}",
-        b.sessions()
-    );
+    assert_no_session_left(|| b.sessions());
 }
 
 #[test]
@@ -303,11 +295,7 @@ fn http_requests_run_in_session_containers() {
     assert_eq!((two.status, two.curl), (200, 0), "{two:?}");
     assert!(field(&one.body, "host").starts_with("session-"), "{one:?}");
     assert_ne!(field(&one.body, "host"), field(&two.body, "host"));
-    assert!(
-        eventually(Duration::from_secs(20), || b.sessions().is_empty()),
-        "session containers left: {:?}",
-        b.sessions()
-    );
+    assert_no_session_left(|| b.sessions());
 }
 
 #[test]
@@ -401,11 +389,7 @@ fn session_max_gives_the_busy_line_and_timeout_ends_the_session() {
         "{}",
         show(&long)
     );
-    assert!(
-        eventually(Duration::from_secs(20), || b.sessions().is_empty()),
-        "session containers left: {:?}",
-        b.sessions()
-    );
+    assert_no_session_left(|| b.sessions());
     // The slot is free again.
     let again = ssh(b.port, &b.key, false, &[], b"echo ran\n");
     assert_eq!(text(&again.stdout), "ran\n", "{}", show(&again));
@@ -759,6 +743,15 @@ fn events(logs: &str) -> Vec<serde_json::Value> {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
+}
+
+/// Every session container is gone (removed with its session) within 20 s.
+pub fn assert_no_session_left(sessions: impl Fn() -> Vec<String>) {
+    assert!(
+        eventually(Duration::from_secs(20), || sessions().is_empty()),
+        "session containers left: {:?}",
+        sessions()
+    );
 }
 
 /// `bastion_sessions_total` as (transport, mode, outcome) -> count.
